@@ -1,0 +1,49 @@
+"""The one interface every meta-learner implements, and that the trainer, evaluation and
+``metarun.load`` rely on.
+
+A learner is an ``nn.Module`` (so parameters, ``state_dict`` and ``train``/``eval`` come for
+free) that also satisfies ``MetaLearner``. Nothing is inherited: the Protocol only names what the
+rest of metarun calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from metarun.data.episodes import EpisodeBatch, EpisodeSpec
+
+ModelFactory = Callable[..., nn.Module]
+"""Builds a backbone: ``factory(input_shape, out_features)``; ``out_features=None`` means an
+embedding without a head. Model configs are partial, so architecture choices come from YAML and
+the data-dependent sizes from the algorithm."""
+
+
+@runtime_checkable
+class MetaLearner(Protocol):
+    meta_batch_size: int
+    """Episodes per outer update."""
+
+    autocast_safe: bool
+    """Whether ``meta_loss`` may run under bf16 autocast without harming its gradients."""
+
+    def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
+        """The episode shape to meta-train on, given the one evaluation uses (papers often
+        train with more ways or other query counts than they test with)."""
+        ...
+
+    def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss the outer optimiser minimises over a meta-batch, and detached metrics to log
+        (``loss`` and the task's score, ``acc`` or ``mse``)."""
+        ...
+
+    def predict(self, batch: EpisodeBatch) -> Tensor:
+        """Query predictions ``[B, N*Q, outputs]`` after adapting to each episode's support set.
+        Used by validation and test; must not build a graph to the meta-parameters."""
+        ...
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        """Adapt to one new task; the returned function maps query inputs to predictions."""
+        ...

@@ -1,0 +1,91 @@
+"""Prototypical Networks (Snell, Swersky & Zemel 2017, NeurIPS).
+
+Embeds every image with a shared encoder; a class's prototype is the mean embedding of its
+support examples, and a query's logits are its negative squared Euclidean distances to the
+prototypes, trained with cross-entropy. Adapting to a new task is computing prototypes: no
+gradient steps.
+
+Paper defaults (Omniglot): Conv-4 embedding, training episodes of 60 ways with 5 queries per
+class (shots as at test), one episode per update, Adam 1e-3 halved every 2000 episodes.
+Support and query images go through the encoder in one batch, as in the paper's code, so
+BatchNorm sees both; evaluation uses BatchNorm's running statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metarun.algorithms.base import ModelFactory
+from metarun.data.episodes import EpisodeBatch, EpisodeSpec
+from metarun.data.task import TaskSpec
+from metarun.errors import ConfigError
+
+
+def prototype_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
+    """Negative squared distances from queries ``[B, M, D]`` to the class means of support
+    embeddings ``[B, S, D]`` with labels ``[B, S]`` in ``0..ways-1``; returns ``[B, M, ways]``."""
+    one_hot = F.one_hot(support_y, ways).to(support.dtype)  # [B, S, N]
+    prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)  # [B, N, D]
+    return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)
+
+
+class ProtoNet(nn.Module):
+    autocast_safe = True
+
+    def __init__(
+        self,
+        model: ModelFactory,
+        task: TaskSpec,
+        meta_batch_size: int = 1,
+        train_ways: int | None = 60,
+        train_queries: int | None = 5,
+    ) -> None:
+        super().__init__()
+        if task.kind != "classification":
+            raise ConfigError(
+                "algorithm",
+                f"protonet classifies, but the data set poses a {task.kind} task; use "
+                f"algorithm=maml for it",
+            )
+        if meta_batch_size < 1:
+            raise ConfigError(
+                "algorithm.meta_batch_size", f"must be at least 1, got {meta_batch_size}"
+            )
+        self.task = task
+        self.encoder = model(task.input_shape, None)
+        self.meta_batch_size = meta_batch_size
+        self.train_ways = train_ways
+        self.train_queries = train_queries
+
+    def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
+        return evaluation.replace(ways=self.train_ways, queries=self.train_queries)
+
+    def _logits(self, batch: EpisodeBatch) -> Tensor:
+        b, s = batch.support_y.shape
+        images = torch.cat([batch.support_x, batch.query_x], dim=1)
+        embeddings = self.encoder(images.flatten(0, 1)).view(b, images.shape[1], -1)
+        return prototype_logits(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
+
+    def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self._logits(batch)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        accuracy = self.task.score(logits.detach(), batch.query_y).mean()
+        return loss, {"loss": loss.detach(), "acc": accuracy}
+
+    def predict(self, batch: EpisodeBatch) -> Tensor:
+        return self._logits(batch)
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        ways = int(support_y.max()) + 1
+        support = self.encoder(support_x).detach().unsqueeze(0)
+        labels = support_y.unsqueeze(0)
+
+        def classify(query_x: Tensor) -> Tensor:
+            query = self.encoder(query_x).unsqueeze(0)
+            return prototype_logits(support, labels, query, ways)[0]
+
+        return classify

@@ -1,0 +1,132 @@
+"""The ``metarun`` command: Hydra composes the config, ``run.run`` does the work.
+
+Kept thin on purpose. It finds the config tree that ships inside the package (so the installed
+command works from any directory), checks the command line before Hydra runs so that a typo
+costs one line rather than a screen of traceback, and turns the errors a user can fix into one
+line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from metarun.errors import MetarunError
+from metarun.resume import resume_run_dir, wants_resume
+from metarun.run import RunContext, run
+
+CONFIG_DIR = Path(str(files("metarun.configs")))
+GROUPS = ("dataset", "algorithm", "model", "optimizer", "hardware", "logger", "experiment")
+EXIT_BAD_INPUT = 2
+
+log = logging.getLogger("metarun")
+OmegaConf.register_new_resolver("metarun_run_dir", resume_run_dir, replace=True)
+
+
+def fail(message: str) -> None:
+    print(f"metarun: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def one_line(error: BaseException) -> str:
+    """Hydra and OmegaConf errors span several lines; keep the ones that say what is wrong."""
+    noise = ("full_key:", "object_type", "reference_type", "Set the environment", "    ")
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    kept = [ln for ln in lines if not ln.startswith(noise)]
+    return " ".join(kept or lines or [type(error).__name__])
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_resume(value: str, multirun: bool) -> None:
+    if not wants_resume(value) or value.lower() == "true":
+        return
+    if multirun:
+        fail("resume=<run dir> continues one run; in a sweep (-m) use resume=true")
+    if not (Path(value) / "checkpoints" / "last.pt").is_file():
+        fail(f"resume: {value} holds no checkpoints/last.pt; give a run dir that has one, or true")
+
+
+def preflight(argv: list[str]) -> None:
+    """Check the command line the way Hydra will read it, failing in one line."""
+    args = hydra._internal.utils.get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception as error:
+        fail(f"cannot parse the command line: {one_line(error)}")
+    first_of_each_sweep = []
+    for override in overrides:
+        key = override.key_or_group
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        if key in GROUPS and not override.is_delete():
+            valid = options(key)
+            for value in values:
+                if value not in valid and value != "null":
+                    fail(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+        if key == "resume" and len(values) == 1:
+            check_resume(values[0], args.multirun)
+        if override.is_delete():
+            first_of_each_sweep.append(override.input_line)
+        else:
+            first_of_each_sweep.append(f"{override.get_key_element()}={values[0]}")
+    try:
+        with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra.compose(config_name="config", overrides=first_of_each_sweep)
+            OmegaConf.to_container(cfg, resolve=True)
+    except Exception as error:
+        fail(one_line(error))
+
+
+def context_from_hydra() -> RunContext:
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    sweep = hc.mode == RunMode.MULTIRUN
+    algorithm, dataset = choices.get("algorithm"), choices.get("dataset")
+    return RunContext(
+        run_dir=Path(hc.runtime.output_dir),
+        name=hc.job.override_dirname or f"{algorithm}-{dataset}",
+        group=Path(hc.sweep.dir).name if sweep else None,
+        job_type=str(algorithm),
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def hydra_entry(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg, context_from_hydra())
+    except MetarunError as error:
+        fail(str(error))
+    except OmegaConfBaseException as error:
+        fail(one_line(error))
+    except KeyboardInterrupt:
+        print(
+            "metarun: interrupted; the last checkpoint is intact, continue with resume=true",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    return None
+
+
+def main() -> None:
+    preflight(sys.argv[1:])
+    hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

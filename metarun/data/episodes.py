@@ -1,0 +1,231 @@
+"""Episodes: the one unit of data every meta-learner consumes.
+
+An episode is an N-way K-shot task: a support set to adapt on and a query set to be judged on,
+labels 0..N-1. Episodes are drawn in two steps so evaluation can be fixed: ``draw`` returns a
+compact plan (image indices, or task parameters for synthetic tasks) from a seeded generator, and
+``gather`` turns a slice of the plan into tensors. A fixed evaluation set is a plan drawn once
+from a seed in the config, so every algorithm and every batch size sees the same episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from metarun.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Shape of an episode: classes, support examples and query examples per class."""
+
+    ways: int
+    shots: int
+    queries: int
+
+    def replace(self, **changes: int | None) -> EpisodeSpec:
+        """A copy with the given fields changed; ``None`` keeps the current value."""
+        fields = {"ways": self.ways, "shots": self.shots, "queries": self.queries}
+        fields.update({k: v for k, v in changes.items() if v is not None})
+        return EpisodeSpec(**fields)
+
+
+@dataclass
+class Episode:
+    """One task: support set to adapt on, query set to evaluate on."""
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+
+
+@dataclass
+class EpisodeBatch:
+    """A meta-batch of episodes: every tensor has a leading dimension of size B."""
+
+    support_x: Tensor  # [B, N*K, ...]
+    support_y: Tensor  # [B, N*K]
+    query_x: Tensor  # [B, N*Q, ...]
+    query_y: Tensor  # [B, N*Q]
+    ways: int
+
+    def __len__(self) -> int:
+        return self.support_x.shape[0]
+
+    def __getitem__(self, index: int) -> Episode:
+        return Episode(
+            self.support_x[index], self.support_y[index], self.query_x[index], self.query_y[index]
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return EpisodeBatch(
+            move(self.support_x), move(self.support_y), move(self.query_x), move(self.query_y),
+            self.ways,
+        )
+
+
+class TaskSampler(Protocol):
+    """Anything that draws episodes: class-indexed image data or a synthetic task family."""
+
+    spec: EpisodeSpec
+
+    def draw(self, count: int, generator: torch.Generator) -> Tensor:
+        """A compact plan of ``count`` episodes (indices or task parameters), on the CPU."""
+        ...
+
+    def gather(self, plan: Tensor) -> EpisodeBatch:
+        """The episodes a slice of a plan describes, as tensors on the sampler's device."""
+        ...
+
+    def to(self, device: torch.device | str) -> TaskSampler: ...
+
+
+def sample(sampler: TaskSampler, count: int, generator: torch.Generator) -> EpisodeBatch:
+    """Draw and build ``count`` fresh episodes."""
+    return sampler.gather(sampler.draw(count, generator))
+
+
+class ClassImages:
+    """Images grouped by class, decoded once into one uint8 tensor.
+
+    ``images`` is ``[total, C, H, W]`` sorted by class; class ``c`` owns rows
+    ``offsets[c] : offsets[c] + counts[c]``. Class names travel along for split bookkeeping.
+    """
+
+    def __init__(self, images: Tensor, counts: Tensor, names: list[str]) -> None:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype}")
+        if len(names) != len(counts) or int(counts.sum()) != images.shape[0]:
+            raise ValueError("counts and names must describe every image exactly once")
+        self.images = images
+        self.counts = counts.to(torch.long)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.names = list(names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def select(self, class_indices: list[int]) -> ClassImages:
+        """A subset of classes, in the given order."""
+        rows = [
+            torch.arange(int(self.offsets[c]), int(self.offsets[c] + self.counts[c]))
+            for c in class_indices
+        ]
+        index = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+        return ClassImages(
+            self.images[index], self.counts[class_indices], [self.names[c] for c in class_indices]
+        )
+
+    @staticmethod
+    def concat(parts: list[ClassImages]) -> ClassImages:
+        return ClassImages(
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.counts for p in parts]),
+            [name for p in parts for name in p.names],
+        )
+
+
+def check_episode_fits(
+    classes: ClassImages, spec: EpisodeSpec, split: str, keys: tuple[str, str, str]
+) -> None:
+    """Fail before training when a split cannot supply the requested episodes.
+
+    ``keys`` name the config keys behind ways, shots and queries, so the message points at
+    what the user typed.
+    """
+    ways_key, shots_key, queries_key = keys
+    for key, value in zip(keys, (spec.ways, spec.shots, spec.queries), strict=True):
+        if value < 1:
+            raise ConfigError(key, f"must be at least 1, got {value}")
+    if spec.ways > classes.num_classes:
+        raise ConfigError(
+            ways_key,
+            f"{spec.ways}-way episodes need {spec.ways} classes but the {split} split has "
+            f"{classes.num_classes}; use at most {classes.num_classes}",
+        )
+    smallest = int(classes.counts.min())
+    if spec.shots + spec.queries > smallest:
+        raise ConfigError(
+            f"{shots_key} + {queries_key}",
+            f"{spec.shots} + {spec.queries} images per class exceed the {smallest} that the "
+            f"smallest class of the {split} split has; use at most {smallest} in total",
+        )
+
+
+class EpisodeSampler:
+    """N-way K-shot Q-query episodes from class-indexed uint8 images.
+
+    Sampling is tensor indexing only (no file or PIL work): classes are chosen by sorting random
+    keys, examples within each class likewise, and images are converted to float on the
+    sampler's device by ``decode``.
+    """
+
+    def __init__(
+        self,
+        classes: ClassImages,
+        spec: EpisodeSpec,
+        decode: Callable[[Tensor], Tensor],
+        split: str = "train",
+        keys: tuple[str, str, str] = ("dataset.ways", "dataset.shots", "dataset.queries"),
+    ) -> None:
+        check_episode_fits(classes, spec, split, keys)
+        self.classes = classes
+        self.spec = spec
+        self.decode = decode
+        self.split = split
+        self._images = classes.images
+
+    def to(self, device: torch.device | str) -> EpisodeSampler:
+        self._images = self.classes.images.to(device)
+        return self
+
+    def draw(self, count: int, generator: torch.Generator) -> Tensor:
+        """Image indices ``[count, N, K+Q]``: support first, then query, for each class."""
+        n, per_class = self.spec.ways, self.spec.shots + self.spec.queries
+        class_keys = torch.rand(count, self.classes.num_classes, generator=generator)
+        chosen = class_keys.argsort(dim=1)[:, :n]  # [count, N] distinct classes
+        counts = self.classes.counts[chosen]
+        largest = int(self.classes.counts.max())
+        example_keys = torch.rand(count, n, largest, generator=generator)
+        # Positions past a class's size can never be picked.
+        example_keys.masked_fill_(torch.arange(largest) >= counts[..., None], float("inf"))
+        within = example_keys.argsort(dim=2)[..., :per_class]
+        return self.classes.offsets[chosen][..., None] + within
+
+    def gather(self, plan: Tensor) -> EpisodeBatch:
+        count, n, _ = plan.shape
+        k, q = self.spec.shots, self.spec.queries
+        images = self.decode(self._images[plan.to(self._images.device)])  # [B, N, K+Q, C, H, W]
+        shape = images.shape[3:]
+        labels = torch.arange(n, device=images.device)
+        return EpisodeBatch(
+            support_x=images[:, :, :k].reshape(count, n * k, *shape),
+            support_y=labels.repeat_interleave(k).expand(count, -1),
+            query_x=images[:, :, k:].reshape(count, n * q, *shape),
+            query_y=labels.repeat_interleave(q).expand(count, -1),
+            ways=n,
+        )
+
+
+class FixedEpisodes:
+    """The same ``count`` episodes every time: a plan drawn once from ``seed``."""
+
+    def __init__(self, sampler: TaskSampler, count: int, seed: int) -> None:
+        self.sampler = sampler
+        self.count = count
+        self.seed = seed
+        self.plan = sampler.draw(count, torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batches(self, batch_size: int) -> Iterator[EpisodeBatch]:
+        for start in range(0, self.count, batch_size):
+            yield self.sampler.gather(self.plan[start : start + batch_size])

@@ -1,0 +1,57 @@
+"""What a data set asks a learner to do, and how its answers are scored.
+
+A ``TaskSpec`` is the contract between data, model and algorithm: the input shape the model
+receives, how many outputs it must produce, the training loss, and the per-episode score that
+validation and test report (accuracy in percent for classification, mean squared error for
+regression).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor
+
+TaskKind = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    kind: TaskKind
+    input_shape: tuple[int, ...]
+    output_size: int
+
+    @property
+    def metric(self) -> str:
+        return "acc" if self.kind == "classification" else "mse"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind == "classification"
+
+    def loss(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        """Mean loss over a set of examples; ``predictions`` are ``[n, outputs]``."""
+        if self.kind == "classification":
+            return F.cross_entropy(predictions, targets)
+        return F.mse_loss(predictions, targets)
+
+    def score(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        """One score per episode from ``[B, n, outputs]`` predictions: acc in % or MSE."""
+        if self.kind == "classification":
+            return (predictions.argmax(-1) == targets).float().mean(-1) * 100.0
+        return ((predictions - targets) ** 2).flatten(1).mean(-1)
+
+    def is_better(self, candidate: float, incumbent: float | None) -> bool:
+        if incumbent is None:
+            return True
+        return candidate > incumbent if self.higher_is_better else candidate < incumbent
+
+
+def batched_loss(task: TaskSpec, predictions: Tensor, targets: Tensor) -> Tensor:
+    """Mean loss over a meta-batch: ``predictions`` are ``[B, n, outputs]``."""
+    return task.loss(predictions.flatten(0, 1), targets.flatten(0, 1))
+
+
+__all__ = ["TaskKind", "TaskSpec", "batched_loss"]

@@ -1,0 +1,9 @@
+"""Backbones. Each takes ``(input_shape, out_features)`` first, so an algorithm can build the
+head it needs (a classifier, or none for an embedding) from a model config that holds only
+architecture choices."""
+
+from metarun.models.conv4 import Conv4
+from metarun.models.mlp import MLP
+from metarun.models.norm import BatchStatsNorm, use_batch_statistics
+
+__all__ = ["MLP", "BatchStatsNorm", "Conv4", "use_batch_statistics"]

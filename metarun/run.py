@@ -1,0 +1,210 @@
+"""One experiment, top to bottom: read this file to see everything a run does.
+
+Build the data, the learner, the optimiser and the loggers from the config; meta-train with
+periodic validation on fixed episodes; test the best checkpoint on fixed episodes; write
+``summary.json`` and print the result with its 95% confidence interval. This is the one place
+that calls ``hydra.utils.instantiate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from metarun.atomic import atomic_write_text
+from metarun.data.episodes import EpisodeSpec, FixedEpisodes
+from metarun.errors import ConfigError, MetarunError
+from metarun.provenance import git_state, package_versions
+from metarun.resume import wants_resume
+from metarun.tracking.console import make_reporter
+from metarun.tracking.logger import LoggerGroup, RunIdentity
+from metarun.tracking.metrics_file import MetricsFile
+from metarun.training.checkpoint import Checkpoints, load_checkpoint
+from metarun.training.evaluate import EvalResult, evaluate
+from metarun.training.trainer import Trainer, TrainerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a job writes and how it is named; ``cli.py`` fills it from Hydra."""
+
+    run_dir: Path
+    name: str
+    group: str | None = None
+    job_type: str = "train"
+
+
+def build(cfg: DictConfig, key: str, **runtime_args: Any) -> Any:
+    """Instantiate ``cfg[key]``, reporting constructor errors against ``key``.
+
+    Groups whose objects need other built objects (model, algorithm, optimizer, scheduler,
+    logger) are partial in YAML; ``runtime_args`` supplies those objects here, in Python, so
+    Hydra never converts them to configs.
+    """
+    try:
+        made = instantiate(cfg[key])
+        return made(**runtime_args) if runtime_args else made
+    except MetarunError:
+        raise
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, MetarunError):
+            raise cause from None
+        reason = f"{type(cause).__name__}: {cause}" if cause else str(error).splitlines()[0]
+        raise ConfigError(key, f"cannot be built ({reason})") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(key, f"cannot be built ({type(error).__name__}: {error})") from None
+
+
+def check_learning_rate(cfg: DictConfig) -> None:
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and not lr > 0:
+        raise ConfigError("optimizer.lr", f"must be positive, got {lr}")
+
+
+def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str, str]:
+    """Config keys behind the training episode shape, for error messages."""
+    return (
+        "algorithm.train_ways" if train.ways != evaluation.ways else "dataset.ways",
+        "dataset.shots",
+        "algorithm.train_queries" if train.queries != evaluation.queries else "dataset.queries",
+    )
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    content = {k: v for k, v in resolved.items() if k != "resume"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def resume_from(resume: object, checkpoints: Checkpoints, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None for a fresh run."""
+    if not wants_resume(resume):
+        if checkpoints.last.exists():
+            raise ConfigError(
+                "resume",
+                f"{run_dir} already holds a run; pass resume=true to continue it or choose "
+                f"another hydra.run.dir",
+            )
+        return None
+    if checkpoints.last.is_file():
+        log.info("resuming %s", checkpoints.last)
+        return load_checkpoint(checkpoints.last)
+    if resume is True or str(resume).lower() == "true":
+        log.info("nothing to resume with these overrides; starting a new run in %s", run_dir)
+        return None
+    raise ConfigError(
+        "resume", f"{resume} holds no checkpoints/last.pt; give a run dir that has one, or true"
+    )
+
+
+def read_complete_summary(path: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("status") == "complete" else None
+
+
+def run(cfg: DictConfig, context: RunContext) -> float | None:
+    """Train, validate and test one configuration; returns the best validation score."""
+    run_dir = context.run_dir
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    summary_path = run_dir / "summary.json"
+    resumed = resume_from(cfg.resume, checkpoints, run_dir)
+    if resumed is not None and (done := read_complete_summary(summary_path)):
+        result = EvalResult(**done["test"])
+        log.info("%s is complete; nothing to do", run_dir)
+        log.info(result.line("test"))
+        return done["best_val"]["score"]
+
+    runtime = build(cfg, "hardware").setup()
+    torch.manual_seed(cfg.seed)
+    data = build(cfg, "dataset")
+    learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
+    runtime.place(learner)
+
+    evaluation = data.episodes
+    train_spec = learner.training_episodes(evaluation)
+    sampler = data.sampler("train", train_spec, training_keys(train_spec, evaluation))
+    sampler.to(runtime.device)
+    val_episodes = FixedEpisodes(
+        data.sampler("val", evaluation).to(runtime.device), cfg.eval.val_episodes, cfg.eval.seed
+    )
+    test_episodes = FixedEpisodes(
+        data.sampler("test", evaluation).to(runtime.device),
+        cfg.eval.test_episodes,
+        cfg.eval.seed + 1,
+    )
+
+    check_learning_rate(cfg)
+    optimizer = build(cfg, "optimizer", params=learner.parameters())
+    scheduler = build(cfg, "scheduler", optimizer=optimizer) if cfg.scheduler else None
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_id = resumed["wandb_run_id"] if resumed else uuid.uuid4().hex[:12]
+    identity = RunIdentity(run_id, context.name, context.group, context.job_type)
+    logger = LoggerGroup(
+        [
+            MetricsFile(run_dir / "metrics.jsonl", resumed["step"] if resumed else None),
+            build(cfg, "logger")(identity=identity, run_dir=run_dir, config=resolved),
+        ]
+    )
+    trainer = Trainer(
+        learner=learner,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        val_episodes=val_episodes,
+        task=data.task,
+        runtime=runtime,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        checkpoints=checkpoints,
+        logger=logger,
+        reporter=make_reporter(),
+        config=TrainerConfig(**cfg.trainer),
+        eval_batch_size=cfg.eval.batch_size,
+        run_state={"config": resolved, "wandb_run_id": run_id},
+    )
+    if resumed is not None:
+        trainer.load_state_dict(resumed)
+
+    exit_code = 1
+    try:
+        trainer.fit()
+        learner.load_state_dict(load_checkpoint(checkpoints.best)["learner"])
+        result = evaluate(learner, test_episodes, data.task, runtime, cfg.eval.batch_size)
+        logger.log(result.metrics("test"), trainer.step)
+        summary = {
+            "status": "complete",
+            "test": result.as_dict(),
+            "best_val": {
+                "metric": result.metric, "score": trainer.best_score, "step": trainer.best_step
+            },
+            "steps": trainer.step,
+            "train_seconds": round(trainer.train_seconds, 3),
+            "device": str(runtime.device),
+            "run_dir": str(run_dir),
+            "wandb_run_id": run_id,
+            "config_hash": config_hash(resolved),
+            "git": git_state(),
+            "versions": package_versions(),
+        }
+        atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+        logger.summary(result.metrics("test"))
+        exit_code = 0
+    finally:
+        logger.finish(exit_code)
+    log.info(result.line("test"))
+    return trainer.best_score

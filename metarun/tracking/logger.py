@@ -1,0 +1,45 @@
+"""The logging seam: every metric sink (metrics.jsonl, W&B, nothing) has the same three calls,
+so the trainer never asks which ones are active."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """How a run is named and grouped where runs are compared (W&B)."""
+
+    run_id: str
+    name: str
+    group: str | None
+    job_type: str
+
+
+class Logger(Protocol):
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def summary(self, values: dict[str, Any]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class LoggerGroup:
+    """Fans every call out to several loggers."""
+
+    def __init__(self, loggers: Sequence[Logger]) -> None:
+        self.loggers = list(loggers)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log(metrics, step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.summary(values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        for logger in self.loggers:
+            logger.finish(exit_code)

@@ -1,0 +1,19 @@
+"""``logger=none``: a logger that records nothing, so no code path asks ``if logger:``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NullLogger:
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass

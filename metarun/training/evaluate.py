@@ -1,0 +1,72 @@
+"""Scoring a learner on a fixed set of episodes: mean and 95% confidence interval.
+
+The interval is the normal approximation used throughout the few-shot literature,
+``mean ± 1.96 · std / sqrt(n)`` over per-episode scores (sample standard deviation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from metarun.algorithms.base import MetaLearner
+from metarun.data.episodes import FixedEpisodes
+from metarun.data.task import TaskSpec
+from metarun.hardware import Runtime
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    metric: str
+    mean: float
+    ci95: float
+    episodes: int
+
+    def line(self, split: str) -> str:
+        """``test acc 97.9 ± 0.3 (95% CI, 600 episodes)``."""
+        digits = 1 if self.metric == "acc" else 3
+        return (
+            f"{split} {self.metric} {self.mean:.{digits}f} ± {self.ci95:.{digits}f} "
+            f"(95% CI, {self.episodes} episodes)"
+        )
+
+    def metrics(self, split: str) -> dict[str, float]:
+        return {f"{split}/{self.metric}": self.mean, f"{split}/{self.metric}_ci95": self.ci95}
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def mean_and_ci95(scores: Tensor) -> tuple[float, float]:
+    scores = scores.double().flatten()
+    n = scores.numel()
+    if n == 0:
+        raise ValueError("no scores to summarise")
+    std = scores.std(correction=1).item() if n > 1 else 0.0
+    return scores.mean().item(), 1.96 * std / math.sqrt(n)
+
+
+@torch.no_grad()
+def evaluate(
+    learner: MetaLearner,
+    episodes: FixedEpisodes,
+    task: TaskSpec,
+    runtime: Runtime,
+    batch_size: int,
+) -> EvalResult:
+    was_training = learner.training
+    learner.eval()
+    try:
+        scores = []
+        for batch in episodes.batches(batch_size):
+            batch = batch.to(runtime.device, non_blocking=True)
+            with runtime.autocast(learner.autocast_safe):
+                predictions = learner.predict(batch)
+            scores.append(task.score(predictions.float(), batch.query_y).cpu())
+    finally:
+        learner.train(was_training)
+    mean, ci95 = mean_and_ci95(torch.cat(scores))
+    return EvalResult(task.metric, mean, ci95, len(episodes))

@@ -1,0 +1,202 @@
+"""The meta-training loop: sample a meta-batch, step the outer optimiser, validate on fixed
+episodes, keep the best checkpoint.
+
+The loop is the same for every algorithm: it only calls the ``MetaLearner`` methods. Its state
+(``state_dict``) is everything a resumed run needs to continue exactly where the checkpoint was
+written, so a resumed run logs the same numbers as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metarun.algorithms.base import MetaLearner
+from metarun.data.episodes import FixedEpisodes, TaskSampler, sample
+from metarun.data.task import TaskSpec
+from metarun.errors import ConfigError, MetarunError
+from metarun.hardware import Runtime
+from metarun.tracking.console import Reporter
+from metarun.tracking.logger import Logger
+from metarun.training.checkpoint import Checkpoints
+from metarun.training.evaluate import EvalResult, evaluate
+
+
+class TrainingDiverged(MetarunError):
+    """The meta-loss became NaN or infinite."""
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int
+    val_every: int
+    log_every: int = 10
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        for key, value, least in (
+            ("max_steps", self.max_steps, 0),
+            ("val_every", self.val_every, 1),
+            ("log_every", self.log_every, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"trainer.{key}", f"must be at least {least}, got {value}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(
+                "trainer.grad_clip", f"must be null or positive, got {self.grad_clip}"
+            )
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        learner: MetaLearner,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any | None,
+        sampler: TaskSampler,
+        val_episodes: FixedEpisodes,
+        task: TaskSpec,
+        runtime: Runtime,
+        generator: torch.Generator,
+        checkpoints: Checkpoints,
+        logger: Logger,
+        reporter: Reporter,
+        config: TrainerConfig,
+        eval_batch_size: int,
+        run_state: dict[str, Any],
+    ) -> None:
+        self.learner = learner
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.sampler = sampler
+        self.val_episodes = val_episodes
+        self.task = task
+        self.runtime = runtime
+        self.generator = generator
+        self.checkpoints = checkpoints
+        self.logger = logger
+        self.reporter = reporter
+        self.config = config
+        self.eval_batch_size = eval_batch_size
+        self.run_state = run_state
+        self.step = 0
+        self.train_seconds = 0.0
+        self.best_score: float | None = None
+        self.best_step: int | None = None
+        self._last_loss: Tensor | None = None
+        self._clock = (time.perf_counter(), 0.0)  # (session start, train_seconds before it)
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+                "sampler": self.generator.get_state(),
+            },
+            **self.run_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.generator.set_state(state["rng"]["sampler"])
+        self.step = state["step"]
+        self.train_seconds = state["train_seconds"]
+        self.best_score = state["best_score"]
+        self.best_step = state["best_step"]
+
+    # -- loop ------------------------------------------------------------------------------
+    def fit(self) -> None:
+        config = self.config
+        self._clock = (time.perf_counter(), self.train_seconds)
+        self.reporter.start(config.max_steps, self.step)
+        try:
+            window_start, window_steps = time.perf_counter(), 0
+            for step in range(self.step + 1, config.max_steps + 1):
+                metrics = self._train_step()
+                self.step, window_steps = step, window_steps + 1
+                record: dict[str, float] = {}
+                if step % config.log_every == 0 or step == config.max_steps:
+                    record.update(self._train_record(metrics))
+                    elapsed = time.perf_counter() - window_start
+                    record["perf/episodes_per_s"] = (
+                        window_steps * self.learner.meta_batch_size / max(elapsed, 1e-9)
+                    )
+                    window_start, window_steps = time.perf_counter(), 0
+                if step % config.val_every == 0 or step == config.max_steps:
+                    record.update(self._validate_and_save())
+                    window_start, window_steps = time.perf_counter(), 0
+                if record:
+                    self.logger.log(record, step)
+                self.reporter.update(step, record)
+        finally:
+            self.reporter.close()
+        if not self.checkpoints.best.is_file():  # max_steps=0: judge the initialisation
+            self.logger.log(self._validate_and_save(), self.step)
+
+    def _train_step(self) -> dict[str, Tensor]:
+        batch = sample(self.sampler, self.learner.meta_batch_size, self.generator)
+        batch = batch.to(self.runtime.device, non_blocking=True)
+        with self.runtime.autocast(self.learner.autocast_safe):
+            loss, metrics = self.learner.meta_loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                self.learner.parameters(), self.config.grad_clip
+            )
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self._last_loss = metrics["loss"]
+        return metrics
+
+    def _train_record(self, metrics: dict[str, Tensor]) -> dict[str, float]:
+        record = {f"train/{name}": value.item() for name, value in metrics.items()}
+        self._check_finite()
+        record["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        return record
+
+    def _check_finite(self) -> None:
+        # Checked at log and checkpoint steps only: a per-step check would sync the GPU.
+        if self._last_loss is not None and not math.isfinite(self._last_loss.item()):
+            raise TrainingDiverged(
+                f"meta-loss became {self._last_loss.item()} by step {self.step}; lower "
+                f"optimizer.lr or algorithm.inner_lr, or set trainer.grad_clip (the last "
+                f"checkpoint is intact)"
+            )
+
+    def _validate_and_save(self) -> dict[str, float]:
+        self._check_finite()
+        started, before = self._clock
+        self.train_seconds = before + time.perf_counter() - started
+        result = self.validate()
+        improved = self.task.is_better(result.mean, self.best_score)
+        if improved:
+            self.best_score, self.best_step = result.mean, self.step
+        self.checkpoints.save(self.state_dict(), best=improved)
+        return {**result.metrics("val"), f"val/best_{result.metric}": self.best_score}
+
+    def validate(self) -> EvalResult:
+        return evaluate(
+            self.learner, self.val_episodes, self.task, self.runtime, self.eval_batch_size
+        )
