@@ -73,7 +73,11 @@ def download_and_extract(archive: Archive, root: Path) -> Path:
             raise DataError(f"{zip_path} could not be unpacked ({error}); delete it") from None
         unpacked = Path(scratch) / archive.folder
         if not unpacked.is_dir():
-            raise DataError(f"{zip_path} does not contain the folder {archive.folder}/")
+            zip_path.unlink(missing_ok=True)
+            raise DataError(
+                f"{zip_path} does not contain the folder {archive.folder}/ and was deleted; "
+                f"download it by hand from {archive.urls[0]}"
+            )
         unpacked.replace(destination)
     zip_path.unlink(missing_ok=True)
     return destination

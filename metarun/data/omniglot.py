@@ -10,7 +10,8 @@ Two split schemes, both explicit and seeded (never the global RNG):
 
 * ``lake``: alphabets of ``background`` meta-train, alphabets of ``evaluation`` test, and
   ``val_alphabets`` background alphabets are held out for validation. An alphabet in both folders
-  (Greek and Latin in the two small folders) is kept for training only.
+  (Greek and Latin in the two small folders) is never a test alphabet; it stays with the
+  background alphabets (and may be held out for validation).
 * ``vinyals``: the character split of Vinyals et al. (2016) as shipped with Ravi & Larochelle
   (2017) and Snell et al. (2017), 1028/172/423 characters over both official folders. Its
   training split contains alphabets that Lake's protocol evaluates on.
@@ -64,6 +65,20 @@ ARCHIVES: dict[str, Archive] = {
     for folder, digest in _SHA256.items()
 }
 ROTATIONS = (0, 90, 180, 270)
+
+
+def held_out_alphabets(value: object) -> int | list[str]:
+    """``dataset.val_alphabets``: a count (chosen with ``split_seed``) or alphabet names."""
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(
+            "dataset.val_alphabets",
+            f"must be a number of alphabets or a list of alphabet names, got {value!r}",
+        )
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):  # one name, as `dataset.val_alphabets=Latin` arrives
+        return [value]
+    return [str(name) for name in value]  # type: ignore[union-attr]
 
 
 def ensure_folder(root: Path, folder: str, download: bool, archives: dict[str, Archive]) -> Path:
@@ -225,10 +240,7 @@ class Omniglot:
         self.download = download
         self.split = split
         self.folders = (background, evaluation)
-        # An int holds out that many alphabets (seeded); a list names them.
-        self.val_alphabets = (
-            val_alphabets if isinstance(val_alphabets, int) else list(val_alphabets)
-        )
+        self.val_alphabets = held_out_alphabets(val_alphabets)
         self.split_seed = split_seed
         self.rotate = {"train": rotate, "val": rotate_eval, "test": rotate_eval}
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
@@ -236,12 +248,16 @@ class Omniglot:
         self.episodes = EpisodeSpec(ways=ways, shots=shots, queries=queries)
         self.task = TaskSpec("classification", self.image_format.shape, ways)
         self._splits: dict[Split, ClassImages] | None = None
+        self._rotated: dict[Split, ClassImages] = {}
 
     def classes(self, split: Split) -> ClassImages:
         if self._splits is None:
             self._splits = self._load_splits()
-        classes = self._splits[split]
-        return rotated(classes) if self.rotate[split] else classes
+        if not self.rotate[split]:
+            return self._splits[split]
+        if split not in self._rotated:
+            self._rotated[split] = rotated(self._splits[split])
+        return self._rotated[split]
 
     def _load_splits(self) -> dict[Split, ClassImages]:
         background, evaluation = (
