@@ -123,7 +123,8 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     checkpoints = Checkpoints(run_dir / "checkpoints")
     summary_path = run_dir / "summary.json"
     resumed = resume_from(cfg.resume, checkpoints, run_dir)
-    if resumed is not None and (done := read_complete_summary(summary_path)):
+    done = read_complete_summary(summary_path) if resumed is not None else None
+    if done and resumed["step"] >= cfg.trainer.max_steps:  # else: asked to train further
         result = EvalResult(**done["test"])
         log.info("%s is complete; nothing to do", run_dir)
         log.info(result.line("test"))
