@@ -1,0 +1,94 @@
+"""Shared fixtures for the whole test suite.
+
+Data fixtures: ``omniglot_sample_root`` is the real Omniglot sample that ships next to the
+repository (``../shared/data/omniglot``), and ``data_cache_dir`` a session-wide cache directory,
+so the sample is decoded once per session and nothing is written to the user's ``~/.cache``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+OMNIGLOT_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+OMNIGLOT_SAMPLE_FOLDERS = ("images_background_small1", "images_background_small2")
+
+
+@pytest.fixture(scope="session")
+def omniglot_sample_root() -> Path:
+    """The real Omniglot sample (both small background folders); a hard failure if absent."""
+    missing = [f for f in OMNIGLOT_SAMPLE_FOLDERS if not (OMNIGLOT_SAMPLE / f).is_dir()]
+    if missing:
+        pytest.fail(
+            f"the Omniglot sample is missing: expected {', '.join(missing)} under "
+            f"{OMNIGLOT_SAMPLE} (the shared data directory next to the repository)",
+            pytrace=False,
+        )
+    return OMNIGLOT_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def data_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A decoded-data cache shared by every test of the session (never ``~/.cache``)."""
+    return tmp_path_factory.mktemp("metarun-data-cache")
+
+
+@pytest.fixture
+def isolated_data_cache(data_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the default cache (``METARUN_CACHE_DIR``) at ``data_cache_dir`` for one test, so
+    code that forgets to pass ``cache_dir`` still never writes to the user's home."""
+    monkeypatch.setenv("METARUN_CACHE_DIR", str(data_cache_dir))
+    return data_cache_dir
+
+
+# -- Whole runs, kept tiny ------------------------------------------------------------------
+# A few steps of 3-way episodes on the real sample with a narrow Conv-4: every stage of a run
+# (data, meta-training, validation, checkpoints, test) executes in seconds on two cores.
+TINY_RUN = (
+    "experiment=omniglot_sample",
+    "logger=none",
+    "dataset.ways=3",
+    "dataset.queries=2",
+    "model.hidden_channels=8",
+    "trainer.max_steps=4",
+    "trainer.val_every=2",
+    "trainer.log_every=1",
+    "eval.val_episodes=4",
+    "eval.test_episodes=6",
+    "eval.batch_size=4",
+)
+TINY_ALGORITHM = {
+    "maml": ("algorithm=maml", "algorithm.meta_batch_size=2"),
+    "protonet": ("algorithm=protonet", "algorithm.train_ways=5", "algorithm.train_queries=2"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(omniglot_sample_root: Path, data_cache_dir: Path):
+    """``tiny_overrides("maml", "seed=1")``: command-line overrides for a seconds-long run."""
+
+    def overrides(algorithm: str, *extra: str) -> list[str]:
+        return [
+            *TINY_RUN,
+            *TINY_ALGORITHM[algorithm],
+            f"dataset.root={omniglot_sample_root}",
+            f"dataset.cache_dir={data_cache_dir}",
+            *extra,
+        ]
+
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """Compose the shipped config tree with overrides, as the CLI would (no Hydra run)."""
+    from hydra import compose, initialize_config_dir
+
+    from metarun.cli import CONFIG_DIR
+
+    def composed(overrides: list[str]):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+
+    return composed
