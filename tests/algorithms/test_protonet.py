@@ -1,0 +1,119 @@
+"""ProtoNet's defining computation: logits are negative squared Euclidean distances from each
+query embedding to the class means of the support embeddings."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from metarun.algorithms import ProtoNet
+from metarun.algorithms.protonet import prototype_logits
+from metarun.data.episodes import EpisodeBatch, EpisodeSpec
+from metarun.data.task import TaskSpec
+from metarun.errors import ConfigError
+from metarun.models import Conv4
+
+
+def identity_encoder(input_shape: tuple[int, ...], out_features: int | None) -> nn.Module:
+    assert out_features is None  # ProtoNet asks for an embedding, not a classifier head
+    return nn.Flatten()
+
+
+def test_logits_equal_the_closed_form_on_a_hand_made_episode() -> None:
+    learner = ProtoNet(identity_encoder, TaskSpec("classification", (2,), 2))
+    # Class 0 support: (0,0) and (2,0) -> prototype (1,0); class 1: (0,2) and (0,4) -> (0,3).
+    support_x = torch.tensor([[[0.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 4.0]]])
+    support_y = torch.tensor([[0, 1, 0, 1]])
+    query_x = torch.tensor([[[1.0, 1.0], [0.0, 3.0], [3.0, 0.0]]])
+    query_y = torch.tensor([[0, 1, 0]])
+    batch = EpisodeBatch(support_x, support_y, query_x, query_y, ways=2)
+    expected = -torch.tensor([[[1.0, 5.0], [10.0, 0.0], [4.0, 18.0]]])
+    torch.testing.assert_close(learner.predict(batch), expected)
+
+    loss, metrics = learner.meta_loss(batch)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(expected[0], query_y[0]))
+    assert metrics["acc"].item() == pytest.approx(100.0)
+
+
+def test_prototype_logits_match_a_brute_force_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    support = torch.randn(3, 10, 7, generator=g)
+    labels = torch.arange(5).repeat(2).expand(3, -1)
+    query = torch.randn(3, 4, 7, generator=g)
+    logits = prototype_logits(support, labels, query, ways=5)
+    for b in range(3):
+        for c in range(5):
+            prototype = support[b][labels[b] == c].mean(0)
+            torch.testing.assert_close(logits[b, :, c], -((query[b] - prototype) ** 2).sum(-1))
+
+
+def test_support_and_query_share_one_encoder_pass() -> None:
+    calls = []
+
+    class Recording(nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return x.flatten(1)
+
+    learner = ProtoNet(lambda *_: Recording(), TaskSpec("classification", (3,), 2))
+    batch = EpisodeBatch(
+        torch.rand(2, 4, 3),
+        torch.tensor([[0, 0, 1, 1]] * 2),
+        torch.rand(2, 6, 3),
+        torch.tensor([[0, 1, 0, 1, 0, 1]] * 2),
+        ways=2,
+    )
+    learner.meta_loss(batch)
+    assert calls == [2 * (4 + 6)]
+
+
+def test_adapt_equals_predict_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    learner = ProtoNet(
+        partial(Conv4, hidden_channels=8), TaskSpec("classification", (1, 28, 28), 3)
+    )
+    learner.eval()
+    batch = EpisodeBatch(
+        torch.rand(2, 6, 1, 28, 28),
+        torch.tensor([[0, 0, 1, 1, 2, 2]] * 2),
+        torch.rand(2, 9, 1, 28, 28),
+        torch.arange(3).repeat(3).expand(2, -1),
+        3,
+    )
+    with torch.no_grad():
+        batched = learner.predict(batch)
+        for t in range(2):
+            classify = learner.adapt(batch.support_x[t], batch.support_y[t])
+            torch.testing.assert_close(classify(batch.query_x[t]), batched[t], atol=1e-4, rtol=1e-5)
+
+
+def test_meta_loss_trains_the_encoder() -> None:
+    torch.manual_seed(0)
+    learner = ProtoNet(
+        partial(Conv4, hidden_channels=8), TaskSpec("classification", (1, 28, 28), 3)
+    )
+    batch = EpisodeBatch(
+        torch.rand(1, 3, 1, 28, 28),
+        torch.arange(3)[None],
+        torch.rand(1, 6, 1, 28, 28),
+        torch.arange(3).repeat(2)[None],
+        3,
+    )
+    loss, _ = learner.meta_loss(batch)
+    loss.backward()
+    grads = [p.grad for p in learner.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_paper_training_episodes_are_60_way_with_5_queries() -> None:
+    learner = ProtoNet(partial(Conv4), TaskSpec("classification", (1, 28, 28), 5))
+    assert learner.training_episodes(EpisodeSpec(5, 1, 15)) == EpisodeSpec(60, 1, 5)
+    assert learner.meta_batch_size == 1 and learner.autocast_safe
+
+
+def test_regression_tasks_are_refused_with_the_key() -> None:
+    with pytest.raises(ConfigError, match="algorithm: protonet classifies"):
+        ProtoNet(partial(Conv4), TaskSpec("regression", (1,), 1))
