@@ -1,0 +1,96 @@
+"""``metarun.load``: a trained learner used from Python on episodes it never saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import metarun
+from metarun.data.episodes import FixedEpisodes
+from metarun.data.omniglot import Omniglot
+from metarun.run import RunContext, run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_overrides, compose_config) -> dict[str, Path]:
+    runs = {}
+    for algorithm in ("maml", "protonet"):
+        run_dir = tmp_path_factory.mktemp(algorithm)
+        run(compose_config(tiny_overrides(algorithm)), RunContext(run_dir, algorithm))
+        runs[algorithm] = run_dir
+    return runs
+
+
+@pytest.fixture(scope="module")
+def unseen_episode(omniglot_sample_root, data_cache_dir):
+    """One 3-way episode from the sample's test alphabets, as the tiny runs evaluate."""
+    data = Omniglot(
+        str(omniglot_sample_root), background="images_background_small1",
+        evaluation="images_background_small2", val_alphabets=1, ways=3, queries=2,
+        cache_dir=str(data_cache_dir),
+    )  # fmt: skip
+    return next(FixedEpisodes(data.sampler("test", data.episodes), 1, seed=99).batches(1))[0]
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_load_adapt_and_classify_match_the_evaluated_learner(
+    algorithm, trained, unseen_episode
+) -> None:
+    learner = metarun.load(trained[algorithm])
+    episode = unseen_episode
+    classify = learner.adapt(episode.support_x, episode.support_y)
+    labels = classify(episode.query_x)
+    assert labels.shape == episode.query_y.shape and labels.dtype == episode.query_y.dtype
+
+    # The same numbers as the learner inside the run, restored from best.pt by hand.
+    from metarun.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(trained[algorithm] / "checkpoints" / "best.pt")
+    learner.learner.load_state_dict(state["learner"])
+    with torch.no_grad():
+        expected = learner.learner.adapt(episode.support_x, episode.support_y)(episode.query_x)
+    torch.testing.assert_close(classify.logits(episode.query_x), expected)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_labels_come_back_in_the_callers_label_space(algorithm, trained, unseen_episode) -> None:
+    learner = metarun.load(trained[algorithm] / "checkpoints" / "best.pt")
+    episode = unseen_episode
+    internal = learner.adapt(episode.support_x, episode.support_y)(episode.query_x)
+    names = torch.tensor([4, 17, 230])  # any integer labels; sorted, they keep the class order
+    classify = learner.adapt(episode.support_x, names[episode.support_y])
+    torch.testing.assert_close(classify(episode.query_x), names[internal])
+    if algorithm == "protonet":  # prototypes do not care which class is called what
+        shuffled = torch.tensor([230, 4, 17])
+        relabelled = learner.adapt(episode.support_x, shuffled[episode.support_y])
+        torch.testing.assert_close(relabelled(episode.query_x), shuffled[internal])
+
+
+def test_preprocess_turns_a_raw_image_into_the_training_tensor(
+    trained, omniglot_sample_root, unseen_episode
+) -> None:
+    learner = metarun.load(trained["protonet"])
+    png = next((omniglot_sample_root / "images_background_small2" / "Tagalog").glob("*/*.png"))
+    with Image.open(png) as image:
+        x = learner.preprocess(image)
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.mean() < 0.5  # bright strokes on black
+    assert x.shape == unseen_episode.support_x.shape[1:]
+    classify = learner.adapt(unseen_episode.support_x, unseen_episode.support_y)
+    assert classify(x.unsqueeze(0)).shape == (1,)
+
+
+def test_a_maml_learner_refuses_more_classes_than_it_was_trained_for(trained) -> None:
+    learner = metarun.load(trained["maml"])
+    with pytest.raises(ValueError, match="3-way head"):
+        learner.adapt(torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]))
+
+
+def test_loading_a_corrupt_file_is_one_clear_error(tmp_path) -> None:
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(metarun.errors.CheckpointError, match="unreadable"):
+        metarun.load(bad)

@@ -1,0 +1,54 @@
+"""A run stopped after k steps and resumed logs exactly what an uninterrupted run logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarun.run import RunContext, run
+from metarun.tracking.metrics_file import read_metrics
+from metarun.training.checkpoint import load_checkpoint
+from metarun.training.trainer import Trainer
+
+
+def logged(run_dir: Path) -> list[dict]:
+    """Everything a run logged except wall-clock measurements."""
+    return [
+        {k: v for k, v in record.items() if not k.startswith("perf/")}
+        for record in read_metrics(run_dir / "metrics.jsonl")
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(
+    algorithm, tmp_path, tiny_overrides, compose_config, monkeypatch
+) -> None:
+    overrides = tiny_overrides(algorithm, "trainer.max_steps=6")
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    run(compose_config(overrides), RunContext(straight, "straight"))
+
+    real_step = Trainer._train_step
+
+    def node_fails_during_step_6(trainer: Trainer):
+        if trainer.step == 5:
+            raise RuntimeError("node failure")
+        return real_step(trainer)
+
+    monkeypatch.setattr(Trainer, "_train_step", node_fails_during_step_6)
+    with pytest.raises(RuntimeError, match="node failure"):
+        run(compose_config(overrides), RunContext(interrupted, "interrupted"))
+    monkeypatch.undo()
+    assert load_checkpoint(interrupted / "checkpoints" / "last.pt")["step"] == 4
+    assert [r["step"] for r in read_metrics(interrupted / "metrics.jsonl")][-1] == 5
+
+    run(compose_config([*overrides, "resume=true"]), RunContext(interrupted, "interrupted"))
+
+    expected = logged(straight)
+    assert [r["step"] for r in expected] == [1, 2, 3, 4, 5, 6, 6]  # the last line is the test
+    assert logged(interrupted) == expected
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (straight, interrupted)]
+    assert summaries[0]["test"] == summaries[1]["test"]
+    assert summaries[0]["best_val"] == summaries[1]["best_val"]
+    assert summaries[0]["config_hash"] == summaries[1]["config_hash"]  # resume is not config
