@@ -1,0 +1,78 @@
+"""Every option of every config group composes and builds; every experiment preset runs."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from metarun.cli import CONFIG_DIR, GROUPS, options
+from metarun.errors import ConfigError
+from metarun.run import RunContext, build, run
+
+ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
+
+
+def test_every_group_has_options_and_they_are_listed_here() -> None:
+    on_disk = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    assert on_disk == set(GROUPS) | {"hydra", "paper"}
+    assert all(options(group) for group in GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), [o for o in ALL_OPTIONS if o[0] != "experiment"])
+def test_every_option_composes_and_builds(group, option, compose_config) -> None:
+    cfg = compose_config([f"{group}={option}"])  # building reads no data: defaults suffice
+    if group == "hardware" and option == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="hardware.device"):
+            build(cfg, "hardware").setup()
+        return
+    runtime = build(cfg, "hardware").setup()
+    data = build(cfg, "dataset")
+    learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
+    runtime.place(learner)
+    optimizer = build(cfg, "optimizer", params=learner.parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    if cfg.scheduler:
+        scheduler = build(cfg, "scheduler", optimizer=optimizer)
+        optimizer.step()
+        scheduler.step()
+    make_logger = build(cfg, "logger")
+    signature = inspect.signature(make_logger.func)
+    signature.bind(identity=None, run_dir=None, config={}, **make_logger.keywords)
+
+
+def test_the_paper_settings_follow_the_algorithm_and_data_set(compose_config) -> None:
+    sinusoid = compose_config(["dataset=sinusoid"])
+    assert sinusoid.algorithm.inner_lr == 0.01 and sinusoid.trainer.max_steps == 70000
+    omniglot = compose_config([])
+    assert omniglot.algorithm.inner_lr == 0.4 and omniglot.algorithm.meta_batch_size == 32
+    assert omniglot.dataset.ways == 5 and omniglot.algorithm.train_queries == 1
+    protonet = compose_config(["algorithm=protonet"])
+    assert protonet.scheduler.step_size == 2000 and protonet.algorithm.train_ways == 60
+    assert compose_config(["algorithm=protonet", "optimizer=adam"]).scheduler is None
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_preset_runs(experiment, tmp_path, compose_config, tiny_overrides) -> None:
+    shortened = [
+        o for o in tiny_overrides("maml") if o.startswith(("dataset.root", "dataset.cache_dir"))
+    ]
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            "logger=none",
+            "trainer.max_steps=2",
+            "trainer.val_every=1",
+            "eval.val_episodes=2",
+            "eval.test_episodes=2",
+            "algorithm.meta_batch_size=2",
+            *(shortened if cfg_uses_omniglot(compose_config, experiment) else []),
+        ]
+    )
+    run(cfg, RunContext(tmp_path, experiment))
+    assert (tmp_path / "summary.json").is_file()
+
+
+def cfg_uses_omniglot(compose_config, experiment: str) -> bool:
+    return compose_config([f"experiment={experiment}"]).dataset._target_.endswith("Omniglot")
