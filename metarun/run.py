@@ -191,7 +191,9 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
             "status": "complete",
             "test": result.as_dict(),
             "best_val": {
-                "metric": result.metric, "score": trainer.best_score, "step": trainer.best_step
+                "metric": result.metric,
+                "score": trainer.best_score,
+                "step": trainer.best_step,
             },
             "steps": trainer.step,
             "train_seconds": round(trainer.train_seconds, 3),

@@ -65,7 +65,10 @@ class EpisodeBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return EpisodeBatch(
-            move(self.support_x), move(self.support_y), move(self.query_x), move(self.query_y),
+            move(self.support_x),
+            move(self.support_y),
+            move(self.query_x),
+            move(self.query_y),
             self.ways,
         )
 

@@ -120,9 +120,7 @@ def decode_folder(path: Path, image_format: ImageFormat, cache_dir: Path | None)
     """Every character of a folder as ``ClassImages``, from the cache when it is current."""
     characters = scan_folder(path)
     all_files = [png for pngs in characters.values() for png in pngs]
-    key = cache_key(
-        {"format": image_format.__dict__, "files": files_fingerprint(path, all_files)}
-    )
+    key = cache_key({"format": image_format.__dict__, "files": files_fingerprint(path, all_files)})
 
     def build() -> dict:
         log.info("decoding %d Omniglot images from %s (once; cached after)", len(all_files), path)

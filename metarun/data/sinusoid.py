@@ -52,8 +52,10 @@ class SinusoidTasks:
         y = amplitude * torch.sin(x - phase)
         k = self.spec.shots
         return EpisodeBatch(
-            support_x=x[:, :k, None], support_y=y[:, :k, None],
-            query_x=x[:, k:, None], query_y=y[:, k:, None],
+            support_x=x[:, :k, None],
+            support_y=y[:, :k, None],
+            query_x=x[:, k:, None],
+            query_y=y[:, k:, None],
             ways=1,
         )
 
