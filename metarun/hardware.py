@@ -5,9 +5,9 @@ supports it, applied only to learners that declare it safe (``MetaLearner.autoca
 ProtoNet and first-order MAML yes, second-order MAML no, because the Hessian-vector products of
 its meta-gradient lose their small terms in bf16. Evaluation follows the same rule.
 
-Conv weights are kept channels-last by default: measured on a 2-core CPU, a ProtoNet training
-step on 60-way Omniglot episodes takes 0.28 s instead of 0.43 s; vmapped MAML is within 10%
-either way (``scripts/benchmark.py`` reports both).
+Conv weights take the memory format each learner declares fastest (``channels_last: auto``):
+channels-last for ProtoNet (1.3-1.4x on a 2-core CPU), contiguous for vmapped MAML, whose grouped
+convolutions are slower channels-last (0.76-0.92x); ``scripts/benchmark.py`` measures both.
 """
 
 from __future__ import annotations
@@ -27,14 +27,17 @@ PRECISIONS = ("auto", "fp32", "bf16")
 class Runtime:
     device: torch.device
     autocast_dtype: torch.dtype | None
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
 
     def place(self, module: torch.nn.Module) -> torch.nn.Module:
-        """Move a learner to the device, in the memory format chosen for it."""
+        """Move a learner to the device, its conv weights in the memory format that is fastest
+        for it (its ``memory_format`` attribute) unless ``channels_last`` forces one."""
         module.to(self.device)
-        if self.channels_last:
-            module.to(memory_format=torch.channels_last)
-        return module
+        if self.channels_last == "auto":
+            memory_format = getattr(module, "memory_format", torch.contiguous_format)
+        else:
+            memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return module.to(memory_format=memory_format)
 
     @contextlib.contextmanager
     def autocast(self, allowed: bool) -> Iterator[None]:
@@ -51,7 +54,7 @@ class Hardware:
     precision: str = "auto"
     cudnn_benchmark: bool = True
     matmul_precision: str = "high"
-    channels_last: bool = True
+    channels_last: bool | str = "auto"
     threads: int | None = None
 
     def setup(self) -> Runtime:
@@ -60,6 +63,10 @@ class Hardware:
             choices = ", ".join(PRECISIONS)
             raise ConfigError(
                 "hardware.precision", f"must be one of {choices}, got {self.precision!r}"
+            )
+        if self.channels_last not in ("auto", True, False):
+            raise ConfigError(
+                "hardware.channels_last", f"must be auto, true or false, got {self.channels_last!r}"
             )
         if self.threads is not None:
             if self.threads < 1:

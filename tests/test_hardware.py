@@ -53,6 +53,19 @@ def test_autocast_only_where_the_learner_allows_it() -> None:
         assert not torch.is_autocast_enabled("cpu")
 
 
+def test_auto_memory_format_is_the_learners_fastest() -> None:
+    task = TaskSpec("classification", (1, 28, 28), 5)
+    runtime = Hardware(device="cpu").setup()
+    protonet = runtime.place(ProtoNet(partial(Conv4, hidden_channels=4), task))
+    maml = runtime.place(MAML(partial(Conv4, hidden_channels=4), task))
+    channels_last = torch.channels_last
+    assert protonet.encoder.features[0][0].weight.is_contiguous(memory_format=channels_last)
+    assert maml.model.features[1][0].weight.is_contiguous()
+    assert not maml.model.features[1][0].weight.is_contiguous(memory_format=channels_last)
+    with pytest.raises(ConfigError, match="hardware.channels_last"):
+        Hardware(device="cpu", channels_last="sometimes").setup()
+
+
 def test_place_moves_conv_weights_to_channels_last() -> None:
     learner = ProtoNet(
         partial(Conv4, hidden_channels=4), TaskSpec("classification", (1, 28, 28), 5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -68,6 +69,10 @@ class MAML(nn.Module):
         self.train_queries = train_queries
         self.chunk_size = chunk_size
 
+    # Vmapped convolutions with per-task weights run as grouped convolutions, which are slower
+    # channels-last on a CPU (scripts/benchmark.py: 0.76-0.92x of contiguous).
+    memory_format = torch.contiguous_format
+
     @property
     def autocast_safe(self) -> bool:
         # Second-order terms (Hessian-vector products) lose their small curvature signal in
@@ -103,15 +108,19 @@ class MAML(nn.Module):
         lifted = vmap(one_task, in_dims=(None, 0, 0, 0), chunk_size=self.chunk_size)
         return lifted(params, batch.support_x, batch.support_y, batch.query_x)
 
+    def _trainable(self) -> Params:
+        """The parameters the inner loop adapts; frozen ones stay in the module as they are."""
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        params = dict(self.model.named_parameters())
+        params = self._trainable()
         predictions = self._batched_predictions(params, batch, self.inner_steps, self.first_order)
         loss = batched_loss(self.task, predictions, batch.query_y)
         score = self.task.score(predictions.detach(), batch.query_y).mean()
         return loss, {"loss": loss.detach(), self.task.metric: score}
 
     def _detached_params(self) -> Params:
-        return {name: p.detach() for name, p in self.model.named_parameters()}
+        return {name: p.detach() for name, p in self._trainable().items()}
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
         # torch.func.grad differentiates even under an outer torch.no_grad(), which is how

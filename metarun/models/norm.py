@@ -16,24 +16,28 @@ from torch import Tensor, nn
 
 
 class BatchStatsNorm(nn.Module):
-    """Normalises over every dimension but the channel one (dim 1), with learnable affine."""
+    """Normalises over every dimension but the channel one (dim 1), with an optional learnable
+    affine transform (no parameters at all when ``affine=False``)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.affine = affine
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: Tensor) -> Tensor:
         dims = [d for d in range(x.dim()) if d != 1]
         var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+        normalised = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is None:
+            return normalised
         shape = [1, self.num_features] + [1] * (x.dim() - 2)
-        scale = self.weight.view(shape) * torch.rsqrt(var + self.eps)
-        return (x - mean) * scale + self.bias.view(shape)
+        return normalised * self.weight.view(shape) + self.bias.view(shape)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
 
 
 def use_batch_statistics(model: nn.Module) -> nn.Module:
@@ -41,13 +45,11 @@ def use_batch_statistics(model: nn.Module) -> nn.Module:
     affine parameters and parameter names, so state dicts keep their keys."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            replacement = BatchStatsNorm(child.num_features, child.eps)
+            replacement = BatchStatsNorm(child.num_features, child.eps, child.affine)
             if child.affine:
                 with torch.no_grad():
                     replacement.weight.copy_(child.weight)
                     replacement.bias.copy_(child.bias)
-            else:
-                replacement.weight.requires_grad_(False)
             setattr(model, name, replacement)
         else:
             use_batch_statistics(child)

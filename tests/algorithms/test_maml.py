@@ -206,3 +206,17 @@ def test_sinusoid_maml_lowers_the_loss_by_adapting() -> None:
         adapted = data.task.score(learner.predict(batch), batch.query_y).mean()
         before = F.mse_loss(learner.model(batch.query_x.flatten(0, 1)), batch.query_y.flatten(0, 1))
     assert adapted < 0.5 * before, (adapted.item(), before.item())
+
+
+def test_frozen_parameters_are_not_adapted() -> None:
+    learner = tiny_maml(test_inner_steps=2)
+    frozen = learner.model.features[0][0].weight
+    frozen.requires_grad_(False)
+    batch = image_batch(tasks=2, ways=3, shots=1, queries=2)
+    adapted = learner._adapt(
+        learner._detached_params(), batch.support_x[0], batch.support_y[0], 2, True
+    )
+    assert "features.0.0.weight" not in adapted and "head.weight" in adapted
+    loss, _ = learner.meta_loss(batch)
+    loss.backward()
+    assert frozen.grad is None and learner.model.head.weight.grad is not None

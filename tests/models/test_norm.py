@@ -83,3 +83,11 @@ def test_use_batch_statistics_replaces_every_batch_norm_and_keeps_parameters() -
     for name, value in before.items():
         torch.testing.assert_close(after[name], value)
     assert not list(model.buffers())
+
+
+def test_non_affine_batch_norm_stays_without_parameters() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, affine=False))
+    use_batch_statistics(model)
+    assert isinstance(model[1], BatchStatsNorm) and not list(model[1].parameters())
+    x = torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(model[1](x), F.batch_norm(x, None, None, training=True))

@@ -1,0 +1,650 @@
+"""Meta-step throughput and memory of metarun's batched learners against per-task Python loops.
+
+What is measured, one row per case, each row one "meta-step": ``meta_loss`` (or the loop) plus
+``backward()``, gradients zeroed outside the timer, no optimiser step, fp32, no autocast.
+
+* MAML, 5-way 1-shot Omniglot-shaped tasks (support and query ``[32, 5, 1, 28, 28]``, one query
+  per class as MAML trains), meta-batch 32, 1 and 5 inner steps, second order (and first order):
+  - ``loop``: the learn2learn-style baseline. For each task in a Python loop, adapt with
+    ``torch.autograd.grad(create_graph=not first_order)`` and ``functional_call``, then
+    ``backward()`` the query loss divided by the meta-batch size. It runs on ``maml.model``, the
+    very network (with ``BatchStatsNorm``) that the package's MAML uses.
+  - ``vmap``: ``MAML.meta_loss(batch)`` and ``backward()``, the package implementation, with
+    ``chunk_size`` None and a few chunk sizes, and once with the learner in channels-last
+    memory format (``hardware.channels_last: auto`` keeps MAML contiguous; this row shows why).
+  "fp32 |diff|" is the largest absolute difference between the row's meta-gradient and the
+  loop's. Rounding differences between two correct fp32 implementations grow through the inner
+  steps, so "fp64 |diff|" repeats the comparison in float64 on a few tasks.
+* ProtoNet, 20-way 1-shot, 5 queries per class, Conv-4 embedding, 8 episodes: the batched
+  ``ProtoNet.meta_loss`` (one encoder pass for all episodes) against calling it on each episode
+  in a loop and averaging. "fp32 |diff|" compares ``predict`` logits in eval mode; in train mode
+  BatchNorm normalises with the statistics of whatever batch it sees, so one big batch and eight
+  small ones legitimately give different gradients (printed for information).
+
+Throughput is tasks (episodes) per second: meta-batch size over the seconds of the fastest timed
+repeat, after one untimed warm-up step; the median repeat is shown beside it. The fastest repeat
+is the one least disturbed by other processes, which matters on a shared machine (the load
+average at start and end is printed for that reason); "vs loop" compares fastest repeats.
+
+Memory: on CUDA, timings are bracketed by ``torch.cuda.synchronize()`` and memory is
+``max_memory_allocated`` after ``reset_peak_memory_stats``, minus what was allocated before the
+warm-up. A CPU has no allocator counter, so each case runs in a fresh Python process and memory
+is that process's peak resident set growth: Linux's ``VmHWM`` (reset through
+``/proc/self/clear_refs`` just before the warm-up) minus ``VmRSS`` at that moment.
+``getrusage().ru_maxrss`` is only a fallback, because a child process inherits its parent's
+high-water mark across exec, which would hide the child's own peak.
+
+Run from the repository root::
+
+    python scripts/benchmark.py [--quick] [--repeats N] [--threads N] [--device auto|cpu|cuda]
+
+``--quick`` times only the headline cases (1-step second-order MAML, ProtoNet) with fewer
+repeats, about a minute on 2 idle CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metarun.algorithms import MAML, ProtoNet
+from metarun.data.episodes import EpisodeBatch
+from metarun.data.task import TaskSpec
+from metarun.errors import ConfigError
+from metarun.hardware import Hardware
+from metarun.models import Conv4
+
+IMAGE_SHAPE = (1, 28, 28)
+MAML_WAYS, MAML_SHOTS, MAML_QUERIES, MAML_TASKS = 5, 1, 1, 32
+PROTO_WAYS, PROTO_SHOTS, PROTO_QUERIES, PROTO_EPISODES = 20, 1, 5, 8
+CHUNK_SIZES = (4, 8, 16)
+FP64_TASKS = 8  # tasks in the float64 re-run of each MAML case (see ``float64_gradients``)
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the table; plain fields so it can travel to a child process as JSON."""
+
+    algorithm: str  # "maml" or "protonet"
+    variant: str  # "loop", "vmap" (MAML) or "batched" (ProtoNet)
+    inner_steps: int = 1
+    first_order: bool = False
+    chunk_size: int | None = None
+    channels_last: bool = False
+
+    @property
+    def group(self) -> str:
+        """Rows in one group are compared with the group's loop row."""
+        if self.algorithm == "protonet":
+            return f"ProtoNet {PROTO_WAYS}-way {PROTO_SHOTS}-shot"
+        order = "first-order" if self.first_order else "second-order"
+        return f"MAML {self.inner_steps}-step {order}"
+
+    @property
+    def label(self) -> str:
+        parts = [self.variant]
+        if self.chunk_size is not None:
+            parts.append(f"chunk={self.chunk_size}")
+        if self.channels_last:
+            parts.append("channels_last")
+        return " ".join(parts)
+
+    @property
+    def tasks(self) -> int:
+        return MAML_TASKS if self.algorithm == "maml" else PROTO_EPISODES
+
+
+def cases(quick: bool) -> list[Case]:
+    """The loop row of each group comes first, so every other row has its reference."""
+    if quick:  # the paper's Omniglot training settings of both algorithms
+        return [
+            Case("maml", "loop"),
+            Case("maml", "vmap"),
+            Case("protonet", "loop"),
+            Case("protonet", "batched"),
+        ]
+    rows: list[Case] = []
+    for steps in (1, 5):
+        rows += [Case("maml", "loop", steps), Case("maml", "vmap", steps)]
+        rows += [Case("maml", "vmap", steps, chunk_size=c) for c in CHUNK_SIZES]
+        rows.append(Case("maml", "vmap", steps, channels_last=True))
+    for steps in (1, 5):
+        rows += [Case("maml", v, steps, first_order=True) for v in ("loop", "vmap")]
+    rows += [
+        Case("protonet", "loop"),
+        Case("protonet", "batched"),
+        Case("protonet", "batched", channels_last=True),
+    ]
+    return rows
+
+
+# --- data and learners ---------------------------------------------------------------------------
+
+
+def random_episodes(tasks: int, ways: int, shots: int, queries: int, device: str) -> EpisodeBatch:
+    """Omniglot-shaped random images; labels laid out as ``EpisodeSampler.gather`` does."""
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(ways)
+    batch = EpisodeBatch(
+        support_x=torch.randn(tasks, ways * shots, *IMAGE_SHAPE, generator=generator),
+        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
+        query_x=torch.randn(tasks, ways * queries, *IMAGE_SHAPE, generator=generator),
+        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
+        ways=ways,
+    )
+    return batch.to(device)
+
+
+def maml_episodes(device: str) -> EpisodeBatch:
+    return random_episodes(MAML_TASKS, MAML_WAYS, MAML_SHOTS, MAML_QUERIES, device)
+
+
+def proto_episodes(device: str) -> EpisodeBatch:
+    return random_episodes(PROTO_EPISODES, PROTO_WAYS, PROTO_SHOTS, PROTO_QUERIES, device)
+
+
+def build_learner(case: Case, device: str) -> nn.Module:
+    """Same seed for every case, so every row of a group starts from identical weights."""
+    torch.manual_seed(0)
+    if case.algorithm == "maml":
+        task = TaskSpec("classification", IMAGE_SHAPE, MAML_WAYS)
+        learner: nn.Module = MAML(
+            Conv4,
+            task,
+            inner_steps=case.inner_steps,
+            first_order=case.first_order,
+            meta_batch_size=MAML_TASKS,
+            chunk_size=case.chunk_size,
+        )
+    else:
+        task = TaskSpec("classification", IMAGE_SHAPE, PROTO_WAYS)
+        learner = ProtoNet(Conv4, task, meta_batch_size=PROTO_EPISODES)
+    learner.to(device)
+    if case.channels_last:
+        learner.to(memory_format=torch.channels_last)
+    return learner.train()
+
+
+def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
+    """Episode ``index`` as a meta-batch of one, keeping the leading dimension."""
+    pick = slice(index, index + 1)
+    return EpisodeBatch(
+        batch.support_x[pick],
+        batch.support_y[pick],
+        batch.query_x[pick],
+        batch.query_y[pick],
+        batch.ways,
+    )
+
+
+# --- the meta-steps being timed ------------------------------------------------------------------
+
+
+def maml_loop_step(maml: MAML, batch: EpisodeBatch) -> None:
+    """learn2learn-style MAML: one task at a time, gradients accumulated by ``backward()``."""
+    params = dict(maml.model.named_parameters())
+    tasks = len(batch)
+    for t in range(tasks):
+        fast = params
+        for _ in range(maml.inner_steps):
+            logits = functional_call(maml.model, fast, (batch.support_x[t],))
+            loss = maml.task.loss(logits, batch.support_y[t])
+            grads = torch.autograd.grad(
+                loss, list(fast.values()), create_graph=not maml.first_order
+            )
+            steps = zip(fast.items(), grads, strict=True)
+            fast = {name: p - maml.inner_lr * g for (name, p), g in steps}
+        logits = functional_call(maml.model, fast, (batch.query_x[t],))
+        (maml.task.loss(logits, batch.query_y[t]) / tasks).backward()
+
+
+def batched_step(learner: MAML | ProtoNet, batch: EpisodeBatch) -> None:
+    """The package's own step: one ``meta_loss`` over the whole meta-batch."""
+    loss, _ = learner.meta_loss(batch)
+    loss.backward()
+
+
+def proto_loop_step(protonet: ProtoNet, batch: EpisodeBatch) -> None:
+    """ProtoNet one episode at a time, averaging the per-episode losses' gradients."""
+    for i in range(len(batch)):
+        loss, _ = protonet.meta_loss(one_episode(batch, i))
+        (loss / len(batch)).backward()
+
+
+def step_function(case: Case) -> Callable[[nn.Module, EpisodeBatch], None]:
+    if case.variant == "loop":
+        return maml_loop_step if case.algorithm == "maml" else proto_loop_step
+    return batched_step
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+def proc_status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``), or None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def ru_maxrss_bytes() -> int:
+    """Peak RSS so far; ``ru_maxrss`` is KiB on Linux and bytes on macOS."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+class MemoryProbe:
+    """Extra memory the measured work needs beyond what existed when the probe started."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.method = ""
+        self._base = 0
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda max_memory_allocated"
+            return
+        rss = proc_status_kib("VmRSS")
+        if rss is not None and self._reset_high_water_mark():
+            self._base = rss * 1024
+            self.method = "VmHWM after clear_refs - VmRSS"
+        else:
+            # Without a resettable high-water mark the delta only counts growth beyond the
+            # process's earlier peak: a lower bound.
+            self._base = ru_maxrss_bytes()
+            self.method = "ru_maxrss growth (lower bound)"
+
+    @staticmethod
+    def _reset_high_water_mark() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")
+        except OSError:
+            return False
+        return True
+
+    def peak_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) - self._base
+        if self.method.startswith("VmHWM"):
+            return (proc_status_kib("VmHWM") or 0) * 1024 - self._base
+        return ru_maxrss_bytes() - self._base
+
+
+# --- running one case ----------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(
+    step: Callable[[], None], learner: nn.Module, repeats: int, device: torch.device
+) -> list[float]:
+    """Seconds per meta-step for ``repeats`` steps after one warm-up; grads zeroed untimed."""
+    seconds = []
+    for i in range(repeats + 1):
+        learner.zero_grad(set_to_none=True)
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        if i > 0:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def gradients(learner: nn.Module) -> list[Tensor]:
+    """Copies on the CPU, in parameter order, which is the same for every row of a group."""
+    return [p.grad.detach().cpu().clone() for p in learner.parameters() if p.grad is not None]
+
+
+def float64_gradients(
+    learner: nn.Module, batch: EpisodeBatch, step_fn: Callable[[nn.Module, EpisodeBatch], None]
+) -> list[Tensor]:
+    """The meta-gradient again in float64 on the first tasks. In fp32, rounding differences
+    between two correct implementations grow through every inner step; in fp64 what remains
+    is the difference between the implementations themselves."""
+    learner.double()
+    head = slice(0, FP64_TASKS)
+    batch = EpisodeBatch(
+        batch.support_x[head].double(),
+        batch.support_y[head],
+        batch.query_x[head].double(),
+        batch.query_y[head],
+        batch.ways,
+    )
+    learner.zero_grad(set_to_none=True)
+    step_fn(learner, batch)
+    grads = gradients(learner)
+    learner.float()
+    return grads
+
+
+@torch.no_grad()
+def proto_eval_logits(protonet: ProtoNet, batch: EpisodeBatch, per_episode: bool) -> Tensor:
+    """Eval-mode logits, where BatchNorm uses running statistics and so cannot depend on how
+    episodes are grouped into batches; running statistics are first set by one train-mode pass
+    that is identical for every variant."""
+    protonet.train()
+    protonet.encoder(torch.cat([batch.support_x, batch.query_x], dim=1).flatten(0, 1))
+    protonet.eval()
+    if per_episode:
+        logits = torch.cat([protonet.predict(one_episode(batch, i)) for i in range(len(batch))])
+    else:
+        logits = protonet.predict(batch)
+    protonet.train()
+    return logits.float().cpu()
+
+
+def run_case(case: Case, device: torch.device, repeats: int) -> dict[str, object]:
+    """Time one case, measure its memory, and keep what the equality checks need."""
+    learner = build_learner(case, str(device))
+    batch = maml_episodes(str(device)) if case.algorithm == "maml" else proto_episodes(str(device))
+    initial_state = {k: v.clone() for k, v in learner.state_dict().items()}  # for ProtoNet eval
+    step_fn = step_function(case)
+    probe = MemoryProbe(device)
+    probe.start()
+    seconds = time_steps(lambda: step_fn(learner, batch), learner, repeats, device)
+    peak = probe.peak_bytes()
+    result: dict[str, object] = {
+        "seconds": seconds,
+        "peak_bytes": peak,
+        "memory_method": probe.method,
+        "grads": gradients(learner),
+    }
+    if case.algorithm == "maml":
+        result["grads64"] = float64_gradients(learner, batch, step_fn)
+    else:
+        learner.load_state_dict(initial_state)
+        result["eval_logits"] = proto_eval_logits(learner, batch, case.variant == "loop")
+    return result
+
+
+def run_case_in_child(case: Case, device: torch.device, repeats: int, threads: int) -> dict:
+    """A fresh process per case, so its peak RSS belongs to that case alone."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.pt"
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--device",
+            str(device),
+            "--repeats",
+            str(repeats),
+            "--threads",
+            str(threads),
+            "--child-case",
+            json.dumps(asdict(case)),
+            "--child-result",
+            str(out),
+        ]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"case {case.group} / {case.label} failed:\n{done.stderr}")
+        return torch.load(out, weights_only=True)
+
+
+def run_all(rows: list[Case], device: torch.device, repeats: int, threads: int) -> list[dict]:
+    """CPU cases run in child processes (for RSS); CUDA cases in this one (allocator stats)."""
+    results = []
+    for i, case in enumerate(rows, 1):
+        start = time.perf_counter()
+        if device.type == "cuda":
+            result = run_case(case, device, repeats)
+            torch.cuda.empty_cache()
+        else:
+            result = run_case_in_child(case, device, repeats, threads)
+        elapsed = time.perf_counter() - start
+        print(
+            f"[{i}/{len(rows)}] {case.group}, {case.label}: {elapsed:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def max_abs_diff(a: list[Tensor] | Tensor, b: list[Tensor] | Tensor) -> float:
+    if isinstance(a, Tensor):
+        a, b = [a], [b]
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def shapes(batch: EpisodeBatch) -> str:
+    fields = ("support_x", "support_y", "query_x", "query_y")
+    return ", ".join(f"{f} {list(getattr(batch, f).shape)}" for f in fields)
+
+
+def print_header(device: torch.device, threads: int, repeats: int, memory_method: str) -> None:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    print("metarun meta-step benchmark: per-task Python loops vs the package's batched learners")
+    print(
+        f"device: {device} ({name}); torch {torch.__version__}; python "
+        f"{platform.python_version()}; threads {threads}"
+    )
+    print(
+        f"MAML: {MAML_WAYS}-way {MAML_SHOTS}-shot {MAML_QUERIES}-query, meta-batch "
+        f"{MAML_TASKS}, inner_lr 0.4: {shapes(maml_episodes('cpu'))}"
+    )
+    print(
+        f"ProtoNet: {PROTO_WAYS}-way {PROTO_SHOTS}-shot {PROTO_QUERIES}-query, meta-batch "
+        f"{PROTO_EPISODES}, Conv-4 embedding: {shapes(proto_episodes('cpu'))}"
+    )
+    print(
+        f"meta-step: loss + backward(), fp32, no autocast, no optimiser step; 1 warm-up, then "
+        f"{repeats} timed repeats"
+    )
+    print(
+        "tasks/s: meta-batch / seconds of the fastest repeat (median: of the median repeat), "
+        "ProtoNet counts episodes; vs loop: ratio of tasks/s to the group's loop row"
+    )
+    if device.type == "cuda":
+        print(
+            "memory: peak torch.cuda.max_memory_allocated during warm-up + repeats, minus what "
+            "was allocated before (model, data), MiB; TF32 is on (hardware defaults), so fp32 "
+            "diffs of ~1e-3 are expected"
+        )
+    elif memory_method.startswith("VmHWM"):
+        print(
+            "memory: peak RSS growth of a fresh process per case: VmHWM (reset via "
+            "/proc/self/clear_refs just before the warm-up) minus VmRSS at that moment, MiB"
+        )
+    else:
+        print(
+            "memory: growth of ru_maxrss of a fresh process per case across warm-up + repeats, "
+            "MiB; a lower bound, since the peak could not be reset"
+        )
+    print(
+        "fp32 |diff|: max abs difference from the loop row: MAML the meta-gradient of the timed "
+        "step, ProtoNet eval-mode predict() logits"
+    )
+    print(
+        f"fp64 |diff|: MAML only, the same meta-gradient recomputed in float64 on the first "
+        f"{FP64_TASKS} tasks (fp32 rounding grows with inner steps; fp64 shows the methods agree)"
+    )
+    print(flush=True)
+
+
+@dataclass
+class Row:
+    case: Case
+    rate: float
+    median: float
+    peak_mib: float
+    ratio: float
+    diff: float
+    diff64: float | None
+
+
+def summarise(rows: list[Case], results: list[dict]) -> list[Row]:
+    references: dict[str, tuple[float, dict]] = {}
+    table = []
+    for case, result in zip(rows, results, strict=True):
+        seconds = result["seconds"]
+        rate, median = case.tasks / min(seconds), case.tasks / statistics.median(seconds)
+        if case.variant == "loop":
+            references[case.group] = (rate, result)
+        loop_rate, loop_result = references[case.group]
+        key = "eval_logits" if case.algorithm == "protonet" else "grads"
+        diff = max_abs_diff(result[key], loop_result[key])
+        diff64 = max_abs_diff(result["grads64"], loop_result["grads64"]) if key == "grads" else None
+        peak_mib = result["peak_bytes"] / MIB
+        table.append(Row(case, rate, median, peak_mib, rate / loop_rate, diff, diff64))
+    return table
+
+
+def print_table(table: list[Row]) -> None:
+    header = ("algorithm", "variant", "tasks/s", "median", "peak MiB", "vs loop", "fp32 |diff|")
+    header += ("fp64 |diff|",)
+    widths = (26, 24, 8, 8, 9, 8, 11, 11)
+
+    def line(cells: tuple[str, ...] | list[str]) -> str:
+        # Text columns left-aligned, numbers right-aligned.
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in pairs)
+
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for r in table:
+        print(
+            line(
+                (
+                    r.case.group,
+                    r.case.label,
+                    f"{r.rate:.1f}",
+                    f"{r.median:.1f}",
+                    f"{r.peak_mib:.0f}",
+                    f"{r.ratio:.2f}x",
+                    f"{r.diff:.1e}",
+                    "n/a" if r.diff64 is None else f"{r.diff64:.1e}",
+                )
+            )
+        )
+    print()
+
+
+def print_conclusions(table: list[Row], rows: list[Case], results: list[dict]) -> None:
+    groups = dict.fromkeys(r.case.group for r in table)
+    for group in groups:
+        members = [r for r in table if r.case.group == group]
+        loop = next(r for r in members if r.case.variant == "loop")
+        plain = next(
+            r for r in members if r.case.variant != "loop" and r.case.label in ("vmap", "batched")
+        )
+        fastest = max((r for r in members if r.case.variant != "loop"), key=lambda r: r.rate)
+        name = "vmap" if plain.case.variant == "vmap" else "batched"
+        text = (
+            f"{group}: {name} {plain.ratio:.2f}x the loop's throughput, "
+            f"{plain.peak_mib:.0f} vs {loop.peak_mib:.0f} MiB peak; "
+            f"max fp32 |diff| {max(r.diff for r in members):.1e}"
+        )
+        if loop.diff64 is not None:
+            scale = max(float(g.abs().max()) for g in results[rows.index(loop.case)]["grads"])
+            diff64 = max(r.diff64 or 0.0 for r in members)
+            text += f" (largest |grad| {scale:.2g}), max fp64 |diff| {diff64:.1e}"
+        if fastest is not plain:
+            text += f"; fastest: {fastest.case.label} {fastest.ratio:.2f}x"
+        print(text)
+    proto = [(c, res) for c, res in zip(rows, results, strict=True) if c.algorithm == "protonet"]
+    if proto:
+        loop_grads = next(res["grads"] for c, res in proto if c.variant == "loop")
+        train_diff = max(max_abs_diff(res["grads"], loop_grads) for _, res in proto)
+        print(
+            f"ProtoNet train-mode gradients differ from the per-episode loop by up to "
+            f"{train_diff:.1e}: expected, BatchNorm normalises with the statistics of "
+            f"the batch it sees (all episodes at once vs one episode)"
+        )
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per case")
+    parser.add_argument("--quick", action="store_true", help="headline cases, fewer repeats")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--child-case", help=argparse.SUPPRESS)
+    parser.add_argument("--child-result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 5
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    # The package's own hardware setup (threads, matmul precision, cudnn.benchmark), in fp32.
+    try:
+        runtime = Hardware(device=args.device, precision="fp32", threads=args.threads).setup()
+    except ConfigError as error:  # e.g. --device cuda without a GPU: one line, not a traceback
+        sys.exit(f"benchmark.py: --device/--threads: {error}")
+    device = runtime.device
+    threads = torch.get_num_threads()
+    if args.child_case is not None:
+        case = Case(**json.loads(args.child_case))
+        torch.save(run_case(case, device, args.repeats), args.child_result)
+        return
+    rows = cases(args.quick)
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    probe = MemoryProbe(device)  # only to learn which memory method children will get
+    probe.start()
+    print_header(device, threads, args.repeats, probe.method)
+    results = run_all(rows, device, args.repeats, threads)
+    table = summarise(rows, results)
+    print_table(table)
+    print_conclusions(table, rows, results)
+    mode = "--quick" if args.quick else "full"
+    print(f"\ntotal wall time {time.perf_counter() - started:.0f} s ({mode})")
+    print(
+        f"1-minute load average: {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end, on "
+        f"{os.cpu_count()} logical CPUs (the benchmark itself adds about {threads})"
+    )
+
+
+if __name__ == "__main__":
+    main()
