@@ -17,7 +17,8 @@ What is measured, one row per case, each row one "meta-step": ``meta_loss`` (or 
   steps, so "fp64 |diff|" repeats the comparison in float64 on a few tasks.
 * ProtoNet, 20-way 1-shot, 5 queries per class, Conv-4 embedding, 8 episodes: the batched
   ``ProtoNet.meta_loss`` (one encoder pass for all episodes) against calling it on each episode
-  in a loop and averaging. "fp32 |diff|" compares ``predict`` logits in eval mode; in train mode
+  in a loop and averaging, each in both memory formats (the package's default for ProtoNet is
+  channels-last). "fp32 |diff|" compares ``predict`` logits in eval mode; in train mode
   BatchNorm normalises with the statistics of whatever batch it sees, so one big batch and eight
   small ones legitimately give different gradients (printed for information).
 
@@ -66,7 +67,7 @@ from metarun.algorithms import MAML, ProtoNet
 from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.hardware import Hardware
+from metarun.hardware import Hardware, Runtime
 from metarun.models import Conv4
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -86,7 +87,7 @@ class Case:
     inner_steps: int = 1
     first_order: bool = False
     chunk_size: int | None = None
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: the package default (``hardware.channels_last``)
 
     @property
     def group(self) -> str:
@@ -101,8 +102,8 @@ class Case:
         parts = [self.variant]
         if self.chunk_size is not None:
             parts.append(f"chunk={self.chunk_size}")
-        if self.channels_last:
-            parts.append("channels_last")
+        if self.channels_last is not None:
+            parts.append("channels_last" if self.channels_last else "contiguous")
         return " ".join(parts)
 
     @property
@@ -128,8 +129,9 @@ def cases(quick: bool) -> list[Case]:
         rows += [Case("maml", v, steps, first_order=True) for v in ("loop", "vmap")]
     rows += [
         Case("protonet", "loop"),
+        Case("protonet", "loop", channels_last=True),
         Case("protonet", "batched"),
-        Case("protonet", "batched", channels_last=True),
+        Case("protonet", "batched", channels_last=False),
     ]
     return rows
 
@@ -175,9 +177,11 @@ def build_learner(case: Case, device: str) -> nn.Module:
     else:
         task = TaskSpec("classification", IMAGE_SHAPE, PROTO_WAYS)
         learner = ProtoNet(Conv4, task, meta_batch_size=PROTO_EPISODES)
-    learner.to(device)
-    if case.channels_last:
-        learner.to(memory_format=torch.channels_last)
+    # The package places learners with Runtime.place: each in its fastest memory format unless
+    # hardware.channels_last forces one. Loops are plain PyTorch: contiguous unless asked.
+    default = "auto" if case.variant != "loop" else False
+    chosen = default if case.channels_last is None else case.channels_last
+    Runtime(torch.device(device), None, channels_last=chosen).place(learner)
     return learner.train()
 
 
@@ -517,15 +521,28 @@ class Row:
     diff64: float | None
 
 
+def channels_last_in_effect(case: Case) -> bool:
+    """The memory format a row actually ran in (see ``build_learner``)."""
+    if case.channels_last is not None:
+        return case.channels_last
+    if case.variant == "loop":
+        return False
+    return build_learner(case, "cpu").memory_format == torch.channels_last
+
+
 def summarise(rows: list[Case], results: list[dict]) -> list[Row]:
-    references: dict[str, tuple[float, dict]] = {}
+    """Each row against the loop row of its group that ran in the same memory format, so a
+    ratio measures batching, not layout (falling back to the group's first loop row)."""
+    references: dict[tuple[str, bool], tuple[float, dict]] = {}
     table = []
     for case, result in zip(rows, results, strict=True):
         seconds = result["seconds"]
         rate, median = case.tasks / min(seconds), case.tasks / statistics.median(seconds)
+        layout = channels_last_in_effect(case)
         if case.variant == "loop":
-            references[case.group] = (rate, result)
-        loop_rate, loop_result = references[case.group]
+            references[(case.group, layout)] = (rate, result)
+        first_loop = next(v for (g, _), v in references.items() if g == case.group)
+        loop_rate, loop_result = references.get((case.group, layout), first_loop)
         key = "eval_logits" if case.algorithm == "protonet" else "grads"
         diff = max_abs_diff(result[key], loop_result[key])
         diff64 = max_abs_diff(result["grads64"], loop_result["grads64"]) if key == "grads" else None
@@ -536,6 +553,7 @@ def summarise(rows: list[Case], results: list[dict]) -> list[Row]:
 
 def print_table(table: list[Row]) -> None:
     header = ("algorithm", "variant", "tasks/s", "median", "peak MiB", "vs loop", "fp32 |diff|")
+    print("(vs loop: against the loop row of the same group and memory format)")
     header += ("fp64 |diff|",)
     widths = (26, 24, 8, 8, 9, 8, 11, 11)
 
