@@ -39,7 +39,7 @@ def fail(message: str) -> None:
 
 def one_line(error: BaseException) -> str:
     """Hydra and OmegaConf errors span several lines; keep the ones that say what is wrong."""
-    noise = ("full_key:", "object_type", "reference_type", "Set the environment", "    ")
+    noise = ("full_key:", "object_type", "reference_type", "Set the environment")
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     kept = [ln for ln in lines if not ln.startswith(noise)]
     return " ".join(kept or lines or [type(error).__name__])

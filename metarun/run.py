@@ -74,6 +74,12 @@ def check_learning_rate(cfg: DictConfig) -> None:
         raise ConfigError("optimizer.lr", f"must be positive, got {lr}")
 
 
+def check_evaluation(cfg: DictConfig) -> None:
+    for key in ("val_episodes", "test_episodes", "batch_size"):
+        if not cfg.eval[key] >= 1:
+            raise ConfigError(f"eval.{key}", f"must be at least 1, got {cfg.eval[key]}")
+
+
 def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str, str]:
     """Config keys behind the training episode shape, for error messages."""
     return (
@@ -130,6 +136,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         log.info(result.line("test"))
         return done["best_val"]["score"]
 
+    check_evaluation(cfg)
     runtime = build(cfg, "hardware").setup()
     torch.manual_seed(cfg.seed)
     data = build(cfg, "dataset")

@@ -131,6 +131,7 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         (("algorithm.train_ways=500",), "algorithm.train_ways"),
         (("algorithm.meta_batch_size=0",), "algorithm.meta_batch_size"),
         (("trainer.val_every=0",), "trainer.val_every"),
+        (("eval.test_episodes=0",), "eval.test_episodes"),
     ],
 )
 def test_impossible_settings_fail_before_training_naming_the_key(

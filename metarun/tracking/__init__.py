@@ -1,0 +1,1 @@
+"""Where a run reports: the console (rich or plain), metrics.jsonl, W&B or nothing."""
