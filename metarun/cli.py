@@ -14,6 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
@@ -123,8 +124,35 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     return None
 
 
+def override_key(text: str) -> str:
+    """``algorithm=maml`` -> ``algorithm``; ``+a.b=1`` -> ``a.b``."""
+    return text.split("=", 1)[0].lstrip("+~")
+
+
+def with_saved_overrides(argv: list[str]) -> list[str]:
+    """``resume=<run dir>`` continues that run as it was configured: its saved overrides come
+    first and the command line's win, so ``resume=<dir> trainer.max_steps=N`` only changes N."""
+    args = hydra._internal.utils.get_args_parser().parse_args(argv)
+    resume = [o for o in args.overrides if override_key(o) == "resume"]
+    if args.multirun or len(resume) != 1:
+        return argv
+    target = resume[0].split("=", 1)[1]
+    if not wants_resume(target) or target.lower() == "true":
+        return argv
+    saved_file = Path(target) / ".hydra" / "overrides.yaml"
+    if not saved_file.is_file():
+        return argv
+    given = {override_key(o) for o in args.overrides}
+    previous = yaml.safe_load(saved_file.read_text()) or []
+    saved = [o for o in previous if override_key(o) not in given]
+    first = argv.index(args.overrides[0])
+    return argv[:first] + saved + argv[first:]
+
+
 def main() -> None:
-    preflight(sys.argv[1:])
+    argv = with_saved_overrides(sys.argv[1:])
+    sys.argv[1:] = argv  # Hydra reads the command line from sys.argv
+    preflight(argv)
     hydra_entry()
 
 

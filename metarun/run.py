@@ -115,6 +115,28 @@ def resume_from(resume: object, checkpoints: Checkpoints, run_dir: Path) -> dict
     )
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def warn_about_changes(before: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed run continues with the current config; say which settings differ."""
+    old, new = flatten(before), flatten(now)
+    changed = [
+        f"{key} {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if key != "resume" and old.get(key) != new.get(key)
+    ]
+    if changed:
+        log.warning("resuming with changed settings: %s", "; ".join(changed))
+
+
 def read_complete_summary(path: Path) -> dict[str, Any] | None:
     try:
         summary = json.loads(path.read_text())
@@ -186,6 +208,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         run_state={"config": resolved, "wandb_run_id": run_id},
     )
     if resumed is not None:
+        warn_about_changes(resumed["config"], resolved)
         trainer.load_state_dict(resumed)
 
     exit_code = 1

@@ -90,10 +90,13 @@ def test_resume_true_finds_the_run_with_the_same_overrides(tmp_path, tiny_overri
     assert FINAL_LINE.match(again.stdout.strip().splitlines()[-1])
     assert run_dirs(tmp_path) == [first]  # no new directory
 
-    # An explicit run dir continues it, here to train further.
-    longer = metarun(*overrides, "trainer.max_steps=4", f"resume={first}", cwd=tmp_path)
+    # An explicit run dir continues it as it was configured (its saved overrides), here to
+    # train further; the changed setting is reported.
+    longer = metarun(f"resume={first}", "trainer.max_steps=4", cwd=tmp_path)
     assert longer.returncode == 0, longer.stderr
-    assert json.loads((first / "summary.json").read_text())["steps"] == 4
+    assert "resuming with changed settings: trainer.max_steps 2 -> 4" in longer.stdout
+    summary = json.loads((first / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["test"]["episodes"] == 6
     assert run_dirs(tmp_path) == [first]
 
 
