@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from metarun.errors import MetarunError
-from metarun.resume import resume_run_dir, wants_resume
+from metarun.resume import override_key, resume_run_dir, run_dir_to_resume
 from metarun.run import RunContext, run
 
 CONFIG_DIR = Path(str(files("metarun.configs")))
@@ -51,7 +51,7 @@ def options(group: str) -> list[str]:
 
 
 def check_resume(value: str, multirun: bool) -> None:
-    if not wants_resume(value) or value.lower() == "true":
+    if run_dir_to_resume(value) is None:
         return
     if multirun:
         fail("resume=<run dir> continues one run; in a sweep (-m) use resume=true")
@@ -124,11 +124,6 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     return None
 
 
-def override_key(text: str) -> str:
-    """``algorithm=maml`` -> ``algorithm``; ``+a.b=1`` -> ``a.b``."""
-    return text.split("=", 1)[0].lstrip("+~")
-
-
 def with_saved_overrides(argv: list[str]) -> list[str]:
     """``resume=<run dir>`` continues that run as it was configured: its saved overrides come
     first and the command line's win, so ``resume=<dir> trainer.max_steps=N`` only changes N."""
@@ -136,8 +131,8 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
     resume = [o for o in args.overrides if override_key(o) == "resume"]
     if args.multirun or len(resume) != 1:
         return argv
-    target = resume[0].split("=", 1)[1]
-    if not wants_resume(target) or target.lower() == "true":
+    target = run_dir_to_resume(resume[0].split("=", 1)[1])
+    if target is None:
         return argv
     saved_file = Path(target) / ".hydra" / "overrides.yaml"
     if not saved_file.is_file():

@@ -19,8 +19,23 @@ def wants_resume(value: object) -> bool:
     return value not in (None, False, "false", "False", "", "null")
 
 
+def resumes_latest(value: object) -> bool:
+    """``resume=true``, as opposed to off or a run directory."""
+    return value is True or str(value).lower() == "true"
+
+
+def run_dir_to_resume(value: object) -> str | None:
+    """The directory of ``resume=<run dir>``, or None for ``true`` and off."""
+    return str(value) if wants_resume(value) and not resumes_latest(value) else None
+
+
+def override_key(text: str) -> str:
+    """``algorithm=maml`` -> ``algorithm``; ``+a.b=1`` -> ``a.b``."""
+    return text.split("=", 1)[0].lstrip("+~")
+
+
 def _without_resume(overrides: Sequence[str]) -> list[str]:
-    return sorted(o for o in overrides if not o.lstrip("+~").startswith("resume="))
+    return sorted(o for o in overrides if override_key(o) != "resume")
 
 
 def latest_matching_run(runs_root: Path, overrides: Sequence[str]) -> Path | None:
@@ -46,9 +61,7 @@ def latest_matching_run(runs_root: Path, overrides: Sequence[str]) -> Path | Non
 
 def resume_run_dir(resume: object, overrides: Sequence[str], runs_root: str, fresh: str) -> str:
     """``hydra.run.dir``: ``fresh`` for a new run, else the directory being continued."""
-    if not wants_resume(resume):
-        return fresh
-    if resume is True or str(resume).lower() == "true":
+    if resumes_latest(resume):
         found = latest_matching_run(Path(runs_root), list(overrides))
         return str(found) if found is not None else fresh
-    return str(resume)
+    return run_dir_to_resume(resume) or fresh

@@ -25,7 +25,7 @@ from metarun.atomic import atomic_write_text
 from metarun.data.episodes import EpisodeSpec, FixedEpisodes
 from metarun.errors import ConfigError, MetarunError
 from metarun.provenance import git_state, package_versions
-from metarun.resume import wants_resume
+from metarun.resume import resumes_latest, wants_resume
 from metarun.tracking.console import make_reporter
 from metarun.tracking.logger import LoggerGroup, RunIdentity
 from metarun.tracking.metrics_file import MetricsFile
@@ -107,7 +107,7 @@ def resume_from(resume: object, checkpoints: Checkpoints, run_dir: Path) -> dict
     if checkpoints.last.is_file():
         log.info("resuming %s", checkpoints.last)
         return load_checkpoint(checkpoints.last)
-    if resume is True or str(resume).lower() == "true":
+    if resumes_latest(resume):
         log.info("nothing to resume with these overrides; starting a new run in %s", run_dir)
         return None
     raise ConfigError(
