@@ -8,6 +8,7 @@ line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from importlib.resources import files
@@ -18,16 +19,35 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from metarun.errors import MetarunError
 from metarun.resume import override_key, resume_run_dir, run_dir_to_resume
-from metarun.run import RunContext, run
+from metarun.run import RunContext, check_objective, record_failure, run
+from metarun.training.preemption import Preempted
 
 CONFIG_DIR = Path(str(files("metarun.configs")))
-GROUPS = ("dataset", "algorithm", "model", "optimizer", "hardware", "logger", "experiment")
+GROUPS = (
+    "dataset",
+    "algorithm",
+    "model",
+    "optimizer",
+    "hardware",
+    "logger",
+    "experiment",
+    "search",
+)
+# Hydra plugins behind config groups, with the extra that installs each.
+PLUGINS = {
+    ("hydra/launcher", "submitit_"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("search", ""): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+}
 EXIT_BAD_INPUT = 2
+FAILED_MEMBERS: list[str] = []  # sweep members of this process that stopped on bad input
 
 log = logging.getLogger("metarun")
 OmegaConf.register_new_resolver("metarun_run_dir", resume_run_dir, replace=True)
@@ -48,6 +68,21 @@ def one_line(error: BaseException) -> str:
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_plugin(group: str, value: str) -> None:
+    """A group option served by a Hydra plugin that is not installed: say which extra."""
+    for (plugin_group, prefix), (module, extra) in PLUGINS.items():
+        wanted = group == plugin_group and value.startswith(prefix) and value != "null"
+        if wanted and not _has_module(module):
+            fail(f"{group}={value} needs the {extra} extra: pip install 'metarun[{extra}]'")
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def check_resume(value: str, multirun: bool) -> None:
@@ -75,6 +110,9 @@ def preflight(argv: list[str]) -> None:
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
+        if not override.is_delete():
+            for value in values:
+                check_plugin(key, value)
         if key in GROUPS and not override.is_delete():
             valid = options(key)
             for value in values:
@@ -88,10 +126,26 @@ def preflight(argv: list[str]) -> None:
             first_of_each_sweep.append(f"{override.get_key_element()}={values[0]}")
     try:
         with hydra.initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = hydra.compose(config_name="config", overrides=first_of_each_sweep)
+            cfg = hydra.compose(
+                config_name="config", overrides=first_of_each_sweep, return_hydra_config=True
+            )
+            with open_dict(cfg):
+                hydra_cfg = cfg.pop("hydra")
             OmegaConf.to_container(cfg, resolve=True)
+            if args.multirun:
+                check_sweep_direction(hydra_cfg, cfg)
+    except MetarunError as error:
+        fail(str(error))
     except Exception as error:
         fail(one_line(error))
+
+
+def check_sweep_direction(hydra_cfg: DictConfig, cfg: DictConfig) -> None:
+    """An Optuna search must move the data set's validation metric the right way; checked
+    before any trial runs, since it would fail every one of them."""
+    direction = hydra_cfg.sweeper.get("direction")
+    if isinstance(direction, str):
+        check_objective(direction, instantiate(cfg.dataset).task)
 
 
 def context_from_hydra() -> RunContext:
@@ -104,17 +158,30 @@ def context_from_hydra() -> RunContext:
         name=hc.job.override_dirname or f"{algorithm}-{dataset}",
         group=Path(hc.sweep.dir).name if sweep else None,
         job_type=str(algorithm),
+        sweep_member=sweep,
     )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def hydra_entry(cfg: DictConfig) -> float | None:
+    context = context_from_hydra()
     try:
-        return run(cfg, context_from_hydra())
-    except MetarunError as error:
-        fail(str(error))
-    except OmegaConfBaseException as error:
-        fail(one_line(error))
+        return run(cfg, context)
+    except (MetarunError, OmegaConfBaseException) as error:
+        message = str(error) if isinstance(error, MetarunError) else one_line(error)
+        if not context.sweep_member:
+            fail(message)
+        # One member's bad input or divergence must not take the others down: record it and
+        # return no score, which Optuna's sweeper counts as a failed trial.
+        log.error("sweep member %s failed: %s", context.run_dir, message)
+        record_failure(context.run_dir, message)
+        FAILED_MEMBERS.append(f"{context.run_dir} ({message})")
+        return None
+    except Preempted as stopped:
+        again = "re-run the sweep with hydra.sweep.dir=" if context.sweep_member else "resume="
+        target = context.run_dir.parent if context.sweep_member else context.run_dir
+        print(f"metarun: {stopped}; continue with {again}{target}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     except KeyboardInterrupt:
         print(
             "metarun: interrupted; the last checkpoint is intact, continue with resume=true",
@@ -149,6 +216,8 @@ def main() -> None:
     sys.argv[1:] = argv  # Hydra reads the command line from sys.argv
     preflight(argv)
     hydra_entry()
+    if FAILED_MEMBERS:
+        fail(f"{len(FAILED_MEMBERS)} sweep member(s) failed: {'; '.join(FAILED_MEMBERS)}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.atomic import atomic_write_text
+from metarun.continuing import (
+    check_same_member,
+    read_complete_summary,
+    resume_from,
+    stable_run_id,
+    warn_about_changes,
+)
 from metarun.data.episodes import EpisodeSpec, FixedEpisodes
+from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
 from metarun.provenance import git_state, package_versions
-from metarun.resume import resumes_latest, wants_resume
 from metarun.tracking.console import make_reporter
 from metarun.tracking.logger import LoggerGroup, RunIdentity
 from metarun.tracking.metrics_file import MetricsFile
 from metarun.training.checkpoint import Checkpoints, load_checkpoint
 from metarun.training.evaluate import EvalResult, evaluate
+from metarun.training.preemption import Preempted, StopSignals
 from metarun.training.trainer import Trainer, TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,7 @@ class RunContext:
     name: str
     group: str | None = None
     job_type: str = "train"
+    sweep_member: bool = False  # a numbered member of a multirun: continued in place on re-run
 
 
 def build(cfg: DictConfig, key: str, **runtime_args: Any) -> Any:
@@ -89,68 +97,38 @@ def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str
     )
 
 
+def check_objective(direction: str, task: TaskSpec) -> None:
+    """A sweeper's direction must match the returned validation metric."""
+    wanted = "maximize" if task.higher_is_better else "minimize"
+    if direction != wanted:
+        raise ConfigError(
+            "hydra.sweeper.direction",
+            f"is {direction}, but this data set's validation {task.metric} is "
+            f"{'higher' if task.higher_is_better else 'lower'}-is-better; use {wanted}",
+        )
+
+
+def record_failure(run_dir: Path, message: str) -> None:
+    """A failed sweep member says so in its ``summary.json``, where reports look."""
+    summary = {"status": "failed", "error": message, "run_dir": str(run_dir)}
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
 def config_hash(resolved: dict[str, Any]) -> str:
     content = {k: v for k, v in resolved.items() if k != "resume"}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def resume_from(resume: object, checkpoints: Checkpoints, run_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint to continue from, or None for a fresh run."""
-    if not wants_resume(resume):
-        if checkpoints.last.exists():
-            raise ConfigError(
-                "resume",
-                f"{run_dir} already holds a run; pass resume=true to continue it or choose "
-                f"another hydra.run.dir",
-            )
-        return None
-    if checkpoints.last.is_file():
-        log.info("resuming %s", checkpoints.last)
-        return load_checkpoint(checkpoints.last)
-    if resumes_latest(resume):
-        log.info("nothing to resume with these overrides; starting a new run in %s", run_dir)
-        return None
-    raise ConfigError(
-        "resume", f"{resume} holds no checkpoints/last.pt; give a run dir that has one, or true"
-    )
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def warn_about_changes(before: dict[str, Any], now: dict[str, Any]) -> None:
-    """A resumed run continues with the current config; say which settings differ."""
-    old, new = flatten(before), flatten(now)
-    changed = [
-        f"{key} {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(old.keys() | new.keys())
-        if key != "resume" and old.get(key) != new.get(key)
-    ]
-    if changed:
-        log.warning("resuming with changed settings: %s", "; ".join(changed))
-
-
-def read_complete_summary(path: Path) -> dict[str, Any] | None:
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return summary if summary.get("status") == "complete" else None
-
-
 def run(cfg: DictConfig, context: RunContext) -> float | None:
-    """Train, validate and test one configuration; returns the best validation score."""
+    """Train, validate and test one configuration; returns the best validation score (the
+    objective a sweeper such as Optuna optimises)."""
     run_dir = context.run_dir
     checkpoints = Checkpoints(run_dir / "checkpoints")
     summary_path = run_dir / "summary.json"
-    resumed = resume_from(cfg.resume, checkpoints, run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resumed = resume_from(cfg.resume, checkpoints, run_dir, context.sweep_member)
+    if resumed is not None and context.sweep_member:
+        check_same_member(resumed["config"], resolved, run_dir)
     done = read_complete_summary(summary_path) if resumed is not None else None
     if done and resumed["step"] >= cfg.trainer.max_steps:  # else: asked to train further
         result = EvalResult(**done["test"])
@@ -182,8 +160,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     optimizer = build(cfg, "optimizer", params=learner.parameters())
     scheduler = build(cfg, "scheduler", optimizer=optimizer) if cfg.scheduler else None
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    run_id = resumed["wandb_run_id"] if resumed else uuid.uuid4().hex[:12]
+    run_id = stable_run_id(run_dir, resumed)
     identity = RunIdentity(run_id, context.name, context.group, context.job_type)
     logger = LoggerGroup(
         [
@@ -211,9 +188,11 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         warn_about_changes(resumed["config"], resolved)
         trainer.load_state_dict(resumed)
 
-    exit_code = 1
+    exit_code, stopped = 1, None
+    stop_signals = StopSignals()
     try:
-        trainer.fit()
+        with stop_signals:
+            trainer.fit(stop_signals)
         learner.load_state_dict(load_checkpoint(checkpoints.best)["learner"])
         result = evaluate(learner, test_episodes, data.task, runtime, cfg.eval.batch_size)
         logger.log(result.metrics("test"), trainer.step)
@@ -227,6 +206,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
             },
             "steps": trainer.step,
             "train_seconds": round(trainer.train_seconds, 3),
+            "episodes_per_s": round(trainer.episodes_per_second, 3),
             "device": str(runtime.device),
             "run_dir": str(run_dir),
             "wandb_run_id": run_id,
@@ -235,9 +215,31 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
             "versions": package_versions(),
         }
         atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
-        logger.summary(result.metrics("test"))
+        logger.summary(summary_metrics(summary))
+        logger.checkpoint(checkpoints.best, summary_metrics(summary))  # W&B: log_checkpoints
         exit_code = 0
+    except Preempted as error:
+        log.warning("%s; %s holds it and the run continues from there", error, checkpoints.last)
+        stopped, exit_code = error, error.exit_code
+        logger.preempting()
     finally:
         logger.finish(exit_code)
+    if stopped is not None:
+        stop_signals.hand_over()  # in a submitit job: checkpoint the job, requeue it, exit
+        raise stopped
     log.info(result.line("test"))
     return trainer.best_score
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What W&B's run summary shows: the test result and how fast the run trained."""
+    test, best = summary["test"], summary["best_val"]
+    return {
+        f"test/{test['metric']}": test["mean"],
+        f"test/{test['metric']}_ci95": test["ci95"],
+        "test/episodes": test["episodes"],
+        f"val/best_{best['metric']}": best["score"],
+        "val/best_step": best["step"],
+        "perf/episodes_per_s": summary["episodes_per_s"],
+        "train_seconds": summary["train_seconds"],
+    }

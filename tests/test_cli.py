@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import metarun, one_line_error
 
-METARUN = str(Path(sys.executable).with_name("metarun"))
 FINAL_LINE = re.compile(r"^test acc \d+\.\d ± \d+\.\d \(95% CI, 6 episodes\)$")
-
-
-def metarun(*args: str, cwd: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "COLUMNS": "200"}
-    env.pop("WANDB_API_KEY", None)
-    if cache is not None:
-        env["METARUN_CACHE_DIR"] = str(cache)
-    return subprocess.run(
-        [METARUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
 
 
 def run_dirs(cwd: Path) -> list[Path]:
@@ -129,15 +116,6 @@ def test_the_sinusoid_data_set_gets_the_paper_settings(tmp_path) -> None:
         "--cfg", "job", "dataset=sinusoid", "algorithm.inner_lr=0.05", cwd=tmp_path
     )
     assert yaml.safe_load(overridden.stdout)["algorithm"]["inner_lr"] == 0.05
-
-
-def one_line_error(done: subprocess.CompletedProcess) -> str:
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("metarun: error: ")
-    assert "Traceback" not in done.stdout
-    return lines[0]
 
 
 def test_unknown_group_option(tmp_path) -> None:

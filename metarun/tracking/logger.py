@@ -1,10 +1,11 @@
-"""The logging seam: every metric sink (metrics.jsonl, W&B, nothing) has the same three calls,
-so the trainer never asks which ones are active."""
+"""The logging seam: every metric sink (metrics.jsonl, W&B, nothing) has the same calls, so the
+trainer never asks which ones are active."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -23,6 +24,12 @@ class Logger(Protocol):
 
     def summary(self, values: dict[str, Any]) -> None: ...
 
+    def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        """Keep a checkpoint file with the run (W&B: a model artifact)."""
+
+    def preempting(self) -> None:
+        """The job is being stopped to be continued later (a requeue), not failing."""
+
     def finish(self, exit_code: int = 0) -> None: ...
 
 
@@ -39,6 +46,14 @@ class LoggerGroup:
     def summary(self, values: dict[str, Any]) -> None:
         for logger in self.loggers:
             logger.summary(values)
+
+    def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.checkpoint(path, metadata)
+
+    def preempting(self) -> None:
+        for logger in self.loggers:
+            logger.preempting()
 
     def finish(self, exit_code: int = 0) -> None:
         for logger in self.loggers:

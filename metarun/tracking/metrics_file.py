@@ -42,6 +42,12 @@ class MetricsFile:
     def summary(self, values: dict[str, Any]) -> None:
         pass
 
+    def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        pass
+
+    def preempting(self) -> None:
+        pass
+
     def finish(self, exit_code: int = 0) -> None:
         pass
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -13,6 +14,12 @@ class NullLogger:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        pass
+
+    def preempting(self) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:

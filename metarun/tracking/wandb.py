@@ -5,6 +5,11 @@ Mode ``auto`` logs online when credentials exist (``WANDB_API_KEY`` or a netrc e
 W&B host) and offline otherwise, with one line saying how to upload later. ``online`` without
 credentials would make wandb ask for a key on a terminal, so it falls back to offline too. Any
 W&B failure, at start or mid-run, becomes a warning and the run goes on without it.
+
+The run id is the one ``run_id`` file of the run directory holds and ``resume="allow"``, so a
+resumed or requeued job continues its W&B run rather than starting another. With
+``log_checkpoints=true`` the best checkpoint is kept as a ``model`` artifact with the test
+result as metadata.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ class WandbLogger:
         notes: str | None = None,
         mode: str = "auto",
         init_timeout: float = 60.0,
+        log_checkpoints: bool = False,
     ) -> None:
         self.run = None
+        self.log_checkpoints = log_checkpoints
         chosen = resolve_mode(mode)
         if chosen == "disabled":
             return
@@ -108,6 +115,26 @@ class WandbLogger:
             self.run.summary.update(values)
         except Exception as error:
             log.warning("W&B summary failed (%s)", error)
+
+    def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        if self.run is None or not self.log_checkpoints:
+            return
+        try:
+            import wandb
+
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metadata)
+            artifact.add_file(str(path), name=path.name)
+            self.run.log_artifact(artifact, aliases=["best"])
+        except Exception as error:
+            log.warning("W&B could not keep %s as an artifact (%s)", path, error)
+
+    def preempting(self) -> None:
+        if self.run is None:
+            return
+        try:
+            self.run.mark_preempting()
+        except Exception as error:
+            log.warning("W&B could not mark the run as preempted (%s)", error)
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:

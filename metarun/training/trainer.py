@@ -25,6 +25,7 @@ from metarun.tracking.console import Reporter
 from metarun.tracking.logger import Logger
 from metarun.training.checkpoint import Checkpoints
 from metarun.training.evaluate import EvalResult, evaluate
+from metarun.training.preemption import Preempted, StopSignals
 
 
 class TrainingDiverged(MetarunError):
@@ -86,7 +87,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.run_state = run_state
         self.step = 0
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # wall time of training, validation included
+        self.step_seconds = 0.0  # time inside training steps only
         self.best_score: float | None = None
         self.best_step: int | None = None
         self._last_loss: Tensor | None = None
@@ -97,6 +99,7 @@ class Trainer:
         return {
             "step": self.step,
             "train_seconds": self.train_seconds,
+            "step_seconds": self.step_seconds,
             "best_score": self.best_score,
             "best_step": self.best_step,
             "learner": self.learner.state_dict(),
@@ -121,18 +124,29 @@ class Trainer:
         self.generator.set_state(state["rng"]["sampler"])
         self.step = state["step"]
         self.train_seconds = state["train_seconds"]
+        self.step_seconds = state.get("step_seconds", 0.0)  # absent from older checkpoints
         self.best_score = state["best_score"]
         self.best_step = state["best_step"]
 
+    @property
+    def episodes_per_second(self) -> float:
+        """Training throughput over the whole run, validation excluded."""
+        episodes = self.step * self.learner.meta_batch_size
+        return episodes / self.step_seconds if self.step_seconds > 0 else 0.0
+
     # -- loop ------------------------------------------------------------------------------
-    def fit(self) -> None:
+    def fit(self, stop: StopSignals | None = None) -> None:
+        """Train to ``max_steps``; a stop signal ends it after the current step with
+        ``last.pt`` written (``Preempted``)."""
         config = self.config
         self._clock = (time.perf_counter(), self.train_seconds)
         self.reporter.start(config.max_steps, self.step)
         try:
             window_start, window_steps = time.perf_counter(), 0
             for step in range(self.step + 1, config.max_steps + 1):
+                step_start = time.perf_counter()
                 metrics = self._train_step()
+                self.step_seconds += time.perf_counter() - step_start
                 self.step, window_steps = step, window_steps + 1
                 record: dict[str, float] = {}
                 if step % config.log_every == 0 or step == config.max_steps:
@@ -148,6 +162,8 @@ class Trainer:
                 if record:
                     self.logger.log(record, step)
                 self.reporter.update(step, record)
+                if stop is not None and stop.received is not None:
+                    self._save_and_stop(stop.received)
         finally:
             self.reporter.close()
         if not self.checkpoints.best.is_file():  # max_steps=0: judge the initialisation
@@ -187,14 +203,22 @@ class Trainer:
 
     def _validate_and_save(self) -> dict[str, float]:
         self._check_finite()
-        started, before = self._clock
-        self.train_seconds = before + time.perf_counter() - started
+        self._update_train_seconds()
         result = self.validate()
         improved = self.task.is_better(result.mean, self.best_score)
         if improved:
             self.best_score, self.best_step = result.mean, self.step
         self.checkpoints.save(self.state_dict(), best=improved)
         return {**result.metrics("val"), f"val/best_{result.metric}": self.best_score}
+
+    def _update_train_seconds(self) -> None:
+        started, before = self._clock
+        self.train_seconds = before + time.perf_counter() - started
+
+    def _save_and_stop(self, signum: int) -> None:
+        self._update_train_seconds()
+        self.checkpoints.save(self.state_dict(), best=False)
+        raise Preempted(signum, self.step)
 
     def validate(self) -> EvalResult:
         return evaluate(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -91,3 +92,68 @@ def test_disabled_mode_starts_nothing(tmp_path) -> None:
     logger = WandbLogger(IDENTITY, tmp_path, {}, mode="disabled")
     assert logger.run is None and not (tmp_path / "wandb").exists()
     assert wandb_logger.MODES == ("auto", "online", "offline", "disabled")
+
+
+def wandb_records(path: Path) -> list:
+    """The records of a ``.wandb`` file: a 7-byte header, then LevelDB-log blocks of 32 KiB whose
+    chunks (checksum, length, type) carry serialized ``Record`` protobufs."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B data file"
+    records, pending, offset, block = [], b"", 7, 32768
+    while offset + 7 <= len(data):
+        if block - offset % block < 7:  # a block's tail too short for a header is padding
+            offset += block - offset % block
+            continue
+        length = int.from_bytes(data[offset + 4 : offset + 6], "little")
+        kind = data[offset + 6]
+        chunk = data[offset + 7 : offset + 7 + length]
+        offset += 7 + length
+        if kind == 0:  # zero padding
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk  # full/first vs middle/last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def test_a_sweep_member_offline_run_carries_group_name_config_and_artifact(
+    tmp_path, tiny_overrides, no_credentials
+) -> None:
+    from cli_helpers import metarun
+
+    sweep_dir = tmp_path / "sweep-7"
+    overrides = [o for o in tiny_overrides("protonet") if o != "logger=none"]
+    done = metarun(
+        "-m",
+        *overrides,
+        "logger.log_checkpoints=true",
+        "seed=5",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    member = sweep_dir / "0"
+    summary = json.loads((member / "summary.json").read_text())
+    run_id = summary["wandb_run_id"]
+    assert (member / "run_id").read_text().strip() == run_id
+    (data_file,) = (member / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    records = wandb_records(data_file)
+    runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert runs and runs[0].run_group == "sweep-7" and runs[0].job_type == "protonet"
+    assert "seed=5" in runs[0].display_name and runs[0].run_id == run_id
+    config = {item.key: json.loads(item.value_json) for item in runs[0].config.update}
+    assert config["seed"] == 5 and config["dataset"]["ways"] == 3  # resolved, not interpolated
+    assert config["dataset"]["root"] == overrides[-2].split("=", 1)[1]
+    summaries = [r.summary for r in records if r.WhichOneof("record_type") == "summary"]
+    final = {item.key: json.loads(item.value_json) for s in summaries for item in s.update}
+    assert final["test/acc"] == pytest.approx(summary["test"]["mean"])
+    assert final["test/acc_ci95"] == pytest.approx(summary["test"]["ci95"])
+    assert final["perf/episodes_per_s"] == pytest.approx(summary["episodes_per_s"])
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert [(a.name, a.type) for a in artifacts] == [(f"model-{run_id}", "model")]
+    metadata = json.loads(artifacts[0].metadata)
+    assert metadata["test/acc"] == pytest.approx(summary["test"]["mean"])

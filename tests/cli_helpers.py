@@ -1,0 +1,52 @@
+"""Running the installed ``metarun`` command in tests: from a scratch directory, never online,
+never touching the user's W&B credentials or data cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+METARUN = str(Path(sys.executable).with_name("metarun"))
+
+
+def metarun_env(cwd: Path, cache: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "COLUMNS": "200"}
+    env.pop("WANDB_API_KEY", None)
+    if cache is not None:
+        env["METARUN_CACHE_DIR"] = str(cache)
+    return env
+
+
+def metarun(*args: str, cwd: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [METARUN, *args],
+        cwd=cwd,
+        env=metarun_env(cwd, cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def start_metarun(*args: str, cwd: Path) -> subprocess.Popen:
+    """``metarun`` in the background, for tests that signal it mid-run."""
+    return subprocess.Popen(
+        [METARUN, *args],
+        cwd=cwd,
+        env=metarun_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    """The single ``metarun: error: ...`` line a bad input must produce, with exit status 2."""
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("metarun: error: ")
+    assert "Traceback" not in done.stdout
+    return lines[0]
