@@ -13,6 +13,7 @@ import logging
 import sys
 from importlib.resources import files
 from pathlib import Path
+from shutil import which
 
 import hydra
 import yaml
@@ -76,6 +77,11 @@ def check_plugin(group: str, value: str) -> None:
         wanted = group == plugin_group and value.startswith(prefix) and value != "null"
         if wanted and not _has_module(module):
             fail(f"{group}={value} needs the {extra} extra: pip install 'metarun[{extra}]'")
+    if group == "hydra/launcher" and value in ("slurm", "submitit_slurm") and not which("sbatch"):
+        fail(
+            f"{group}={value} submits with sbatch, which is not on PATH here; run it on a SLURM "
+            f"login node, or try the sweep locally with hydra/launcher=submitit_local"
+        )
 
 
 def _has_module(name: str) -> bool:

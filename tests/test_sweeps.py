@@ -183,6 +183,16 @@ def test_a_missing_plugin_names_its_extra(override, extra, monkeypatch, capsys) 
     assert f"needs the {extra} extra: pip install 'metarun[{extra}]'" in capsys.readouterr().err
 
 
+def test_slurm_without_sbatch_says_where_to_run_it(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(cli, "_has_module", lambda name: True)
+    monkeypatch.setattr(cli, "which", lambda program: None)
+    with pytest.raises(SystemExit) as stopped:
+        cli.preflight(["-m", "hydra/launcher=slurm", "seed=0,1"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "sbatch, which is not on PATH" in error and "hydra/launcher=submitit_local" in error
+
+
 def test_the_slurm_launcher_config_composes_over_submitit(compose_config) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
