@@ -45,9 +45,14 @@ def parser() -> argparse.ArgumentParser:
             "and val_<metric>*.png plots."
         ),
     )
-    made.add_argument("sweep_dir", type=Path, help="a multirun dir, e.g. outputs/multirun/<time>")
     made.add_argument(
-        "--out", type=Path, default=None, help="where to write the report (default: SWEEP_DIR)"
+        "sweep_dir",
+        type=Path,
+        metavar="SWEEP_DIR",
+        help="a multirun directory, e.g. outputs/multirun/<date>_<time>",
+    )
+    made.add_argument(
+        "--out", type=Path, metavar="DIR", help="where to write the report (default: SWEEP_DIR)"
     )
     made.add_argument(
         "--sort",
@@ -63,14 +68,20 @@ def main(argv: list[str] | None = None) -> None:
     out_dir: Path = args.out or args.sweep_dir
     try:
         report = build_report(collect_sweep(args.sweep_dir), sort=args.sort)
-        if out_dir.exists() and not out_dir.is_dir():
-            fail(f"--out {out_dir} is a file; give a directory (it is created if missing)")
-        plots = write_plots(report, out_dir)
-        written = write_tables(report, out_dir, plots) + plots
     except MetarunError as error:
         fail(str(error))
     except OSError as error:
-        fail(f"cannot use {error.filename or out_dir}: {error.strerror or error}")
+        fail(f"cannot read {error.filename or args.sweep_dir}: {error.strerror or error}")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is a file; give a directory (it is created if missing)")
+    try:
+        plots = write_plots(report, out_dir)
+        written = write_tables(report, out_dir, plots) + plots
+    except OSError as error:
+        fail(
+            f"cannot write the report to {out_dir} ({error.strerror or error}); "
+            f"give a writable directory with --out DIR"
+        )
     show(report)
     print(f"\nwrote {', '.join(p.name for p in written)} to {out_dir}")
 

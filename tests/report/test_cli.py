@@ -223,4 +223,6 @@ def test_other_bad_input_is_one_line(tmp_path, capsys, member_writer) -> None:
     assert f"--out {tmp_path / 'x.txt'} is a file" in line
     line = one_line_error(capsys, str(tmp_path / "sweep"), "--sort", "fastest")
     assert "invalid choice: 'fastest'" in line and "--help" in line
-    assert "required: sweep_dir" in one_line_error(capsys)
+    line = one_line_error(capsys, str(tmp_path / "sweep"), "--out", str(tmp_path / "x.txt" / "in"))
+    assert f"cannot write the report to {tmp_path / 'x.txt' / 'in'} (Not a directory)" in line
+    assert "required: SWEEP_DIR" in one_line_error(capsys)

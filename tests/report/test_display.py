@@ -72,3 +72,13 @@ def test_header_lines(seed_sweep) -> None:
         "test metric: acc (higher is better); rows sorted by member number",
         "same in every member: experiment=omniglot_sample logger=none",
     ]
+
+
+def test_an_optuna_result_is_quoted(tmp_path, member_writer) -> None:
+    member_writer(tmp_path, 0, ["optimizer.lr=0.0123"], test=(48.0, 1.0))
+    member_writer(tmp_path, 1, ["optimizer.lr=0.0456"], test=(47.0, 1.0))
+    (tmp_path / "optimization_results.yaml").write_text(
+        "name: optuna\nbest_params:\n  optimizer.lr: 0.0123\nbest_value: 48.5\n"
+    )
+    lines = header_lines(build_report(collect_sweep(tmp_path)))
+    assert lines[-1] == "Optuna's best (optimization_results.yaml): optimizer.lr=0.0123 -> 48.5"
