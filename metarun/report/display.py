@@ -26,6 +26,7 @@ def score(metric: str | None, value: float) -> str:
 
 
 def with_ci(metric: str | None, mean: float, ci95: float | None) -> str:
+    """``97.9 ± 0.3``, or the mean alone when there is no interval (a single seed)."""
     return score(metric, mean) if ci95 is None else f"{score(metric, mean)} ± {score(metric, ci95)}"
 
 
@@ -76,8 +77,8 @@ def member_table(report: Report) -> TextTable:
                 clock(m.train_seconds),
             ]
         )
-    numeric = {0, len(headers) - 4, len(headers) - 3, len(headers) - 2, len(headers) - 1}
-    return TextTable(headers, rows, frozenset(numeric), [not m.complete for m in report.members])
+    numeric = frozenset({0, *range(len(headers) - 4, len(headers))})  # member, test .. time
+    return TextTable(headers, rows, numeric, [not m.complete for m in report.members])
 
 
 def _members_cell(row: ConfigRow) -> str:

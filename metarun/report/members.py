@@ -105,12 +105,7 @@ def parse_overrides(lines: list[Any]) -> dict[str, str]:
 
 def read_member(path: Path) -> Member:
     number = int(path.name)
-    try:
-        overrides = parse_overrides(
-            yaml.safe_load((path / ".hydra/overrides.yaml").read_text()) or []
-        )
-    except (OSError, yaml.YAMLError, TypeError):
-        overrides = None  # still a row, with its status, but in no configuration
+    overrides = _read_overrides(path / ".hydra" / "overrides.yaml")
     records = _read_records(path / "metrics.jsonl")
     summary = _read_summary(path / "summary.json")
     last_step = max((r["step"] for r in records if isinstance(r.get("step"), int)), default=None)
@@ -150,6 +145,15 @@ def read_member(path: Path) -> Member:
         )
     except (KeyError, TypeError, ValueError):
         return Member(number, path, overrides, UNREADABLE, steps=last_step)
+
+
+def _read_overrides(path: Path) -> dict[str, str] | None:
+    """None when missing or unreadable: the member is still a row, but in no configuration."""
+    try:
+        lines = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return parse_overrides(lines) if isinstance(lines, list) else None
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:

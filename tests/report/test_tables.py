@@ -85,3 +85,15 @@ def test_metric_directions_follow_the_task_spec() -> None:
     for kind in ("classification", "regression"):
         task = TaskSpec(kind, (1,), 1)
         assert HIGHER_IS_BETTER[task.metric] == task.higher_is_better
+
+
+def test_a_sweep_over_seeds_alone_is_one_configuration(tmp_path, member_writer) -> None:
+    for seed, mse in enumerate([0.30, 0.25, 0.28]):
+        member_writer(
+            tmp_path, seed, ["dataset=sinusoid", f"seed={seed}"], test=(mse, 0.02), metric="mse"
+        )
+    report = build_report(collect_sweep(tmp_path))
+    assert report.swept == ["seed"] and report.config_keys == []
+    (row,) = report.configs
+    assert row.values == {} and row.stats.n == 3
+    assert row.stats.mean == pytest.approx(0.83 / 3)
