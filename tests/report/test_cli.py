@@ -177,16 +177,15 @@ def test_plots_are_valid_pngs(reported) -> None:
             assert image.size[0] > 400 and image.size[1] > 200
 
 
-def test_out_dir_and_member_order(reported, tmp_path, run_command) -> None:
+def test_out_dir_and_member_order(reported, tmp_path, capsys) -> None:
     sweep, _ = reported
     before = (sweep / "report.md").read_bytes()
     out = tmp_path / "elsewhere" / "report"
-    done = run_command(
-        "metarun-report", str(sweep), "--out", str(out), "--sort", "member", cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
+    main([str(sweep), "--out", str(out), "--sort", "member"])  # in-process: no second startup
+    assert capsys.readouterr().out.endswith(f"to {out}\n")
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     assert [r["member"] for r in read_csv(out / "report.csv")] == ["0", "1", "2", "3", "4"]
+    assert "rows sorted by member number" in (out / "report.md").read_text()
     assert (sweep / "report.md").read_bytes() == before
 
 
