@@ -60,6 +60,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     _atomic(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    _atomic(Path(path), lambda handle: handle.write(data))
+
+
 def atomic_copy(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
     with open(source, "rb") as src:
         _atomic(Path(target), lambda handle: shutil.copyfileobj(src, handle))

@@ -24,6 +24,10 @@ def test_a_plain_install_ships_the_configs_and_runs_elsewhere(tmp_path: Path) ->
     for config in REPO.joinpath("configs").rglob("*.yaml"):
         assert f"metarun/configs/{config.relative_to(REPO / 'configs').as_posix()}" in names
     assert "metarun/data/splits/omniglot_vinyals.json" in names
+    assert "metarun/report/cli.py" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "metarun-report = metarun.report.cli:main" in scripts
 
     target = tmp_path / "site"
     installed = subprocess.run(

@@ -1,0 +1,117 @@
+"""Fixtures for the report: hand-written members for unit tests, and one real sweep per session.
+
+``write_member`` writes the files a run leaves behind (``.hydra/overrides.yaml``,
+``summary.json``, ``metrics.jsonl``) in the formats ``run.py`` and ``MetricsFile`` write them.
+``finished_sweep`` is a real ``metarun -m`` over two learning rates and two seeds on the
+Omniglot sample (a few ProtoNet steps each, about 20 seconds on two cores), made once and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run an installed console script (``metarun``, ``metarun-report``) without a terminal."""
+    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "COLUMNS": "200"}
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [str(BIN / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def run_command():
+    return command
+
+
+def write_member(
+    sweep: Path,
+    number: int,
+    overrides: Sequence[str],
+    *,
+    test: tuple[float, float] | None = None,
+    metric: str = "acc",
+    curve: Sequence[tuple[int, float]] = (),
+    train_seconds: float = 10.0,
+    steps: int | None = None,
+) -> Path:
+    """A member dir; ``test=(mean, ci95)`` makes it complete, None leaves it without summary."""
+    member = sweep / str(number)
+    (member / ".hydra").mkdir(parents=True)
+    (member / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    last = steps if steps is not None else max((s for s, _ in curve), default=0)
+    records = [{"step": s, "train/loss": 1.0} for s in range(1, last + 1)]
+    best: tuple[int, float] | None = None  # the trainer logs the best score so far
+    for step, value in curve:
+        if best is None or (value > best[1] if metric == "acc" else value < best[1]):
+            best = (step, value)
+        records[step - 1].update(
+            {f"val/{metric}": value, f"val/{metric}_ci95": 1.0, f"val/best_{metric}": best[1]}
+        )
+    (member / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if test is not None:
+        best = best or (0, 0.0)
+        summary = {
+            "status": "complete",
+            "test": {"metric": metric, "mean": test[0], "ci95": test[1], "episodes": 600},
+            "best_val": {"metric": metric, "score": best[1], "step": best[0]},
+            "steps": last,
+            "train_seconds": train_seconds,
+        }
+        (member / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return member
+
+
+@pytest.fixture
+def member_writer():
+    """``member_writer(sweep_dir, 0, ["seed=0"], test=(50.0, 1.0), curve=[(2, 40.0)])``."""
+    return write_member
+
+
+CONSTANT = ["experiment=omniglot_sample", "logger=none"]
+
+
+@pytest.fixture
+def seed_sweep(tmp_path: Path) -> Path:
+    """lr 0.001 x seeds 0-2 (complete), lr 0.01 x seeds 0-1 complete and seed 2 crashed."""
+    tests = {
+        ("0.001", 0): (90.0, 0.5),
+        ("0.001", 1): (94.0, 0.6),
+        ("0.001", 2): (95.0, 0.4),
+        ("0.01", 0): (96.0, 0.5),
+        ("0.01", 1): (97.0, 0.5),
+        ("0.01", 2): None,
+    }
+    for number, ((lr, seed), test) in enumerate(tests.items()):
+        write_member(
+            tmp_path,
+            number,
+            [*CONSTANT, f"optimizer.lr={lr}", f"seed={seed}", "resume=true"],
+            test=test,
+            curve=[(2, 70.0 + number), (4, 80.0 + number)],
+            train_seconds=10.0 * (number + 1),
+        )
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_overrides) -> Path:
+    """A real multirun dir: ``optimizer.lr=1e-3,2e-3 seed=0,1``, four complete members."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    done = command(
+        "metarun", "-m", "optimizer.lr=1e-3,2e-3", "seed=0,1", *tiny_overrides("protonet"), cwd=cwd
+    )
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (cwd / "outputs" / "multirun").iterdir()
+    return sweep
