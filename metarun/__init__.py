@@ -8,8 +8,10 @@ From Python, a trained run is one call away::
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from metarun.api import FewShotLearner, load
+if TYPE_CHECKING:
+    from metarun.api import FewShotLearner, load
 
 try:
     __version__ = version("metarun")
@@ -17,3 +19,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 __all__ = ["FewShotLearner", "__version__", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    """``metarun.load`` imports PyTorch on first use, so ``metarun-report`` starts fast."""
+    if name in ("FewShotLearner", "load"):
+        from metarun import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'metarun' has no attribute {name!r}")

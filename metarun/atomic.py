@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +51,8 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    import torch  # here, so that tools that never save tensors (metarun-report) start fast
+
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 

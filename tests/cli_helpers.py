@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-METARUN = str(Path(sys.executable).with_name("metarun"))
+BIN = Path(sys.executable).parent
+METARUN = str(BIN / "metarun")
 
 
 def metarun_env(cwd: Path, cache: Path | None = None) -> dict[str, str]:
@@ -20,8 +21,15 @@ def metarun_env(cwd: Path, cache: Path | None = None) -> dict[str, str]:
 
 
 def metarun(*args: str, cwd: Path, cache: Path | None = None) -> subprocess.CompletedProcess:
+    return command("metarun", *args, cwd=cwd, cache=cache)
+
+
+def command(
+    name: str, *args: str, cwd: Path, cache: Path | None = None
+) -> subprocess.CompletedProcess:
+    """An installed console script (``metarun``, ``metarun-report``), without a terminal."""
     return subprocess.run(
-        [METARUN, *args],
+        [str(BIN / name), *args],
         cwd=cwd,
         env=metarun_env(cwd, cache),
         capture_output=True,

@@ -9,25 +9,12 @@ Omniglot sample (a few ProtoNet steps each, about 20 seconds on two cores), made
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
-
-BIN = Path(sys.executable).parent
-
-
-def command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run an installed console script (``metarun``, ``metarun-report``) without a terminal."""
-    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "COLUMNS": "200"}
-    env.pop("WANDB_API_KEY", None)
-    return subprocess.run(
-        [str(BIN / name), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+from cli_helpers import command
 
 
 @pytest.fixture(scope="session")
