@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarun import atomic
 from metarun.errors import CheckpointError
 from metarun.training.checkpoint import Checkpoints, load_checkpoint, save_checkpoint
 
@@ -41,7 +40,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
         handle.truncate(10)  # a torn write ...
         raise KeyboardInterrupt  # ... interrupted before the rename
 
-    monkeypatch.setattr(atomic.torch, "save", dies_halfway)
+    monkeypatch.setattr(torch, "save", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(state(2), path)
     monkeypatch.undo()
