@@ -9,6 +9,11 @@ Paper defaults (Omniglot): Conv-4 embedding, training episodes of 60 ways with 5
 class (shots as at test), one episode per update, Adam 1e-3 halved every 2000 episodes.
 Support and query images go through the encoder in one batch, as in the paper's code, so
 BatchNorm sees both; evaluation uses BatchNorm's running statistics.
+
+A meta-batch of several episodes also goes through the encoder in one pass, but BatchNorm
+normalises each episode with that episode's statistics (``EpisodeBatchNorm``), so the loss is the
+mean of the episodes' own losses however episodes are grouped: in one pass, in a loop, or spread
+over processes (``hardware=ddp``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
+from metarun.models import per_episode, use_episode_statistics
 
 
 def prototype_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
@@ -58,7 +64,7 @@ class ProtoNet(nn.Module):
                 "algorithm.meta_batch_size", f"must be at least 1, got {meta_batch_size}"
             )
         self.task = task
-        self.encoder = model(task.input_shape, None)
+        self.encoder = use_episode_statistics(model(task.input_shape, None))
         self.meta_batch_size = meta_batch_size
         self.train_ways = train_ways
         self.train_queries = train_queries
@@ -69,7 +75,8 @@ class ProtoNet(nn.Module):
     def _logits(self, batch: EpisodeBatch) -> Tensor:
         b, s = batch.support_y.shape
         images = torch.cat([batch.support_x, batch.query_x], dim=1)
-        embeddings = self.encoder(images.flatten(0, 1)).view(b, images.shape[1], -1)
+        with per_episode(self.encoder, b):
+            embeddings = self.encoder(images.flatten(0, 1)).view(b, images.shape[1], -1)
         return prototype_logits(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
