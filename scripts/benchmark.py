@@ -15,13 +15,12 @@ What is measured, one row per case, each row one "meta-step": ``meta_loss`` (or 
   "fp32 |diff|" is the largest absolute difference between the row's meta-gradient and the
   loop's. Rounding differences between two correct fp32 implementations grow through the inner
   steps, so "fp64 |diff|" repeats the comparison in float64 on a few tasks.
-* ProtoNet, 20-way 1-shot, 5 queries per class, Conv-4 embedding, 8 episodes: the batched
-  ``ProtoNet.meta_loss`` (one encoder pass for all episodes) against calling it on each episode
-  in a loop and averaging, each in both memory formats (the package's default for ProtoNet is
-  channels-last). "fp32 |diff|" compares ``predict`` logits in eval mode. In train mode
-  BatchNorm normalises each episode with its own statistics (``EpisodeBatchNorm``), so one pass
-  and the loop compute the same meta-gradient: "fp64 |diff|" compares it in float64 (in fp32,
-  BatchNorm on random-noise images amplifies rounding differences to ~1e-2).
+* ProtoNet, 20-way 1-shot, 5 queries per class, Conv-4 embedding, 8 episodes:
+  ``ProtoNet.meta_loss`` on the whole meta-batch (one encoder call per episode, so BatchNorm
+  normalises each episode with its own statistics, and one backward) against calling it on each
+  episode in a loop and averaging, each in both memory formats (the package's default for
+  ProtoNet is channels-last). "fp32 |diff|" compares ``predict`` logits in eval mode; "fp64
+  |diff|" the train-mode meta-gradient in float64 (the two compute the same one).
 
 Throughput is tasks (episodes) per second: meta-batch size over the seconds of the fastest timed
 repeat, after one untimed warm-up step; the median repeat is shown beside it. The fastest repeat

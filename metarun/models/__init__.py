@@ -3,7 +3,11 @@ head it needs (a classifier, or none for an embedding) from a model config that 
 architecture choices."""
 
 from metarun.models.conv4 import Conv4
-from metarun.models.episode_norm import EpisodeBatchNorm, per_episode, use_episode_statistics
+from metarun.models.episode_norm import (
+    EpisodeBatchNorm,
+    one_running_update,
+    use_episode_statistics,
+)
 from metarun.models.mlp import MLP
 from metarun.models.norm import BatchStatsNorm, use_batch_statistics
 
@@ -12,7 +16,7 @@ __all__ = [
     "BatchStatsNorm",
     "Conv4",
     "EpisodeBatchNorm",
-    "per_episode",
+    "one_running_update",
     "use_batch_statistics",
     "use_episode_statistics",
 ]

@@ -1,17 +1,18 @@
-"""BatchNorm whose training statistics are those of each episode, not of the whole meta-batch.
+"""BatchNorm for a meta-batch that goes through the network one episode at a time.
 
-A learner that pushes several episodes through one encoder pass (ProtoNet with a meta-batch
-above 1) would otherwise normalise every episode with statistics pooled over all of them, so its
-loss would depend on which episodes share a pass: a meta-batch of 4 in one process and 2 + 2 on
-two processes (``hardware=ddp``) would train differently. ``EpisodeBatchNorm`` normalises each
-episode with its own statistics, which makes the loss of a meta-batch the mean of its episodes'
-losses however they are grouped.
+Pushing a whole meta-batch through one pass would normalise every episode with statistics pooled
+over all of them, so a learner's loss would depend on which episodes share a pass: a meta-batch
+of 4 in one process and 2 + 2 on two processes (``hardware=ddp``) would train differently.
+Passing episodes one at a time gives each its own statistics (and is also the fastest on a CPU,
+see ``scripts/benchmark.py``), but plain BatchNorm would then update its running statistics
+once per episode, in order, which again depends on the grouping.
 
-Running statistics (used in eval mode) take one update per forward pass, with the mean over
-episodes of each episode's batch statistics. That update is linear in the statistics, so the
-average of the running statistics that several shards of a meta-batch produce equals what the
-whole meta-batch produces in one pass; the trainer averages them across processes after every
-step. With one episode per pass (ProtoNet's paper default) this is plain ``BatchNorm``.
+Inside ``one_running_update``, an ``EpisodeBatchNorm`` normalises each call's batch (one
+episode) with its own statistics, exactly as ``BatchNorm`` does, and gives the running statistics
+(used in eval mode) one update at the end with the mean of the episodes' statistics. That update
+is linear in the statistics, so averaging the running statistics that shards of a meta-batch
+produce gives what the whole meta-batch produces; the trainer averages them across processes
+after every step. Outside the context it is plain ``BatchNorm``.
 """
 
 from __future__ import annotations
@@ -25,64 +26,40 @@ from torch import Tensor, nn
 
 
 class EpisodeBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """``BatchNorm{1,2,3}d`` with per-episode statistics in training mode.
+    """``BatchNorm{1,2,3}d`` whose running statistics can take one update for several calls.
 
-    ``episodes`` says how many equal-sized episodes the batch holds, stacked along dim 0; the
-    ``per_episode`` context manager sets it for every such layer of a model. Parameter and
-    buffer names are those of ``nn.BatchNorm2d``, so state dicts keep their keys.
+    Parameter and buffer names are those of ``nn.BatchNorm2d``, so state dicts keep their keys.
     """
 
-    episodes: int = 1
+    _collected: list[tuple[Tensor, Tensor]] | None = None
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.episodes == 1:
-            return super().forward(x)  # running statistics, or one episode: plain BatchNorm
-        normalised, mean, var = self._normalise(x, self.episodes)
-        if self.track_running_stats:
-            self._update_running_stats(mean, var)
+        if self._collected is None or not (self.training and self.track_running_stats):
+            return super().forward(x)
+        # momentum=1 makes batch_norm write this batch's statistics (mean, unbiased variance)
+        # into the fresh buffers instead of blending them into the running ones.
+        mean = torch.zeros_like(self.running_mean)
+        var = torch.ones_like(self.running_var)
+        normalised = F.batch_norm(x, mean, var, self.weight, self.bias, True, 1.0, self.eps)
+        self._collected.append((mean, var))
         return normalised
 
-    def _normalise(self, x: Tensor, episodes: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Each episode normalised with its own statistics, and those statistics ``[B, C]``
-        (mean, unbiased variance), computed by the fused kernel on the batch rearranged to
-        ``[n, B*C, ...]``: one BatchNorm "channel" per (episode, channel) pair."""
-        total, channels = x.shape[:2]
-        if total % episodes:
-            raise ValueError(f"a batch of {total} cannot hold {episodes} equal episodes")
-        per_episode = total // episodes
-        rest = x.shape[2:]
-        grouped = (
-            x.reshape(episodes, per_episode, channels, *rest)
-            .transpose(0, 1)
-            .reshape(per_episode, episodes * channels, *rest)
-        )
-        # momentum=1 makes batch_norm write the batch statistics into these buffers.
-        stats_dtype = self.running_mean.dtype if self.running_mean is not None else x.dtype
-        mean = torch.zeros(episodes * channels, device=x.device, dtype=stats_dtype)
-        var = torch.ones(episodes * channels, device=x.device, dtype=stats_dtype)
-        weight = self.weight.repeat(episodes) if self.affine else None
-        bias = self.bias.repeat(episodes) if self.affine else None
-        normalised = F.batch_norm(grouped, mean, var, weight, bias, True, 1.0, self.eps)
-        normalised = (
-            normalised.reshape(per_episode, episodes, channels, *rest)
-            .transpose(0, 1)
-            .reshape(x.shape)
-        )
-        return normalised, mean.view(episodes, channels), var.view(episodes, channels)
-
     @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, var: Tensor) -> None:
+    def _update_once(self, collected: list[tuple[Tensor, Tensor]]) -> None:
+        if not collected:
+            return
         self.num_batches_tracked.add_(1)
         if self.momentum is None:  # a cumulative average, as in nn.BatchNorm
             factor = 1.0 / float(self.num_batches_tracked)
         else:
             factor = self.momentum
-        self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(var.mean(0).to(self.running_var.dtype), factor)
+        means, variances = (torch.stack(stats).mean(0) for stats in zip(*collected, strict=True))
+        self.running_mean.lerp_(means, factor)
+        self.running_var.lerp_(variances, factor)
 
 
 def use_episode_statistics(model: nn.Module) -> nn.Module:
@@ -107,14 +84,19 @@ def use_episode_statistics(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def per_episode(model: nn.Module, episodes: int) -> Iterator[None]:
-    """Within the block, the model's ``EpisodeBatchNorm`` layers treat each batch as
-    ``episodes`` equal episodes stacked along dim 0."""
+def one_running_update(model: nn.Module) -> Iterator[None]:
+    """Within the block, each forward call through ``model`` is one episode; the running
+    statistics of its ``EpisodeBatchNorm`` layers are updated once, when the block ends, with
+    the mean of the episodes' statistics (not at all if the block fails)."""
     layers = [m for m in model.modules() if isinstance(m, EpisodeBatchNorm)]
     for layer in layers:
-        layer.episodes = episodes
+        layer._collected = []
+    collected: list[list[tuple[Tensor, Tensor]]] = []
     try:
         yield
     finally:
         for layer in layers:
-            layer.episodes = 1
+            collected.append(layer._collected or [])
+            layer._collected = None
+    for layer, stats in zip(layers, collected, strict=True):
+        layer._update_once(stats)

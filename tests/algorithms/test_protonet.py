@@ -50,7 +50,7 @@ def test_prototype_logits_match_a_brute_force_computation() -> None:
             torch.testing.assert_close(logits[b, :, c], -((query[b] - prototype) ** 2).sum(-1))
 
 
-def test_support_and_query_share_one_encoder_pass() -> None:
+def test_support_and_query_share_one_encoder_pass_per_episode() -> None:
     calls = []
 
     class Recording(nn.Module):
@@ -67,7 +67,10 @@ def test_support_and_query_share_one_encoder_pass() -> None:
         ways=2,
     )
     learner.meta_loss(batch)
-    assert calls == [2 * (4 + 6)]
+    assert calls == [4 + 6, 4 + 6]  # training: BatchNorm sees each episode on its own
+    learner.eval()
+    learner.predict(batch)
+    assert calls[2:] == [2 * (4 + 6)]  # evaluation (running statistics): one pass
 
 
 def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
