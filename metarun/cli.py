@@ -5,7 +5,7 @@ command works from any directory), checks the command line before Hydra runs so 
 costs one line rather than a screen of traceback, and turns the errors a user can fix into one
 line on stderr and exit status 2. Under ``torchrun`` (``hardware=ddp``) it joins the process
 group before Hydra starts so that all ranks share one run directory (``metarun/launch.py``), and
-leaves it at the end.
+leaves it together with the other ranks when the run succeeds.
 """
 
 from __future__ import annotations
@@ -194,12 +194,10 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
 def main() -> None:
     argv = with_saved_overrides(sys.argv[1:])
     cfg = preflight(argv)
-    try:
-        shared = join_ranks(argv, cfg) if cfg is not None else []
-        sys.argv[1:] = argv + shared  # Hydra reads the command line from sys.argv
-        hydra_entry()
-    finally:
-        distributed.shutdown()
+    shared = join_ranks(argv, cfg) if cfg is not None else []
+    sys.argv[1:] = argv + shared  # Hydra reads the command line from sys.argv
+    hydra_entry()  # failures exit from inside
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

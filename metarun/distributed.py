@@ -72,8 +72,13 @@ def init_process_group(backend: str, device: torch.device) -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, once every rank has got here.
+
+    For the end of a successful run only: after a failure another rank may be stuck in a
+    collective and never arrive; exiting is enough then, torchrun stops the others.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
