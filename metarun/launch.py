@@ -40,11 +40,11 @@ def launch_problem(cfg: DictConfig, multirun: bool, argv: Sequence[str]) -> str 
     wanted, launched = is_distributed(cfg.hardware), distributed.launched()
     if launched and not wanted:
         return (
-            "this process is one of several started by torchrun, but hardware is not ddp; add "
-            "hardware=ddp so that they train one model together"
+            "this process was started by torchrun, but hardware is not ddp; add hardware=ddp so "
+            "that its processes train one model together"
         )
     if wanted and not launched:
-        command = shlex.join([*argv])
+        command = shlex.join(argv)
         return (
             f"hardware=ddp runs one process per GPU, started by torchrun: torchrun "
             f"--nproc_per_node=<GPUs> --no-python metarun {command} (or use hardware=auto for "

@@ -138,7 +138,7 @@ def test_torchrun_without_hardware_ddp_is_one_line(tmp_path, tiny_overrides) -> 
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("metarun: error:")]
     assert errors == [
-        "metarun: error: this process is one of several started by torchrun, but hardware is "
-        "not ddp; add hardware=ddp so that they train one model together"
+        "metarun: error: this process was started by torchrun, but hardware is not ddp; add "
+        "hardware=ddp so that its processes train one model together"
     ]
     assert not (tmp_path / "outputs").exists()
