@@ -3,17 +3,22 @@
 Kept thin on purpose. It finds the config tree that ships inside the package (so the installed
 command works from any directory), checks the command line before Hydra runs so that a typo
 costs one line rather than a screen of traceback, and turns the errors a user can fix into one
-line on stderr and exit status 2.
+line on stderr and exit status 2. Under ``torchrun`` (``hardware=ddp``) it joins the process
+group before Hydra starts so that all ranks share one run directory (``metarun/launch.py``), and
+leaves it together with the other ranks when the run succeeds.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
 import sys
+import time
 from importlib.resources import files
 from pathlib import Path
 from shutil import which
+from typing import NoReturn
 
 import hydra
 import yaml
@@ -24,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from metarun import distributed, launch
 from metarun.errors import MetarunError
 from metarun.resume import override_key, resume_run_dir, run_dir_to_resume
 from metarun.run import RunContext, check_objective, record_failure, run
@@ -49,13 +55,28 @@ PLUGINS = {
 }
 EXIT_BAD_INPUT = 2
 FAILED_MEMBERS: list[str] = []  # sweep members of this process that stopped on bad input
+QUIET_RANK_GRACE_S = 5.0
 
 log = logging.getLogger("metarun")
 OmegaConf.register_new_resolver("metarun_run_dir", resume_run_dir, replace=True)
 
 
-def fail(message: str) -> None:
-    print(f"metarun: error: {message}", file=sys.stderr)
+def fail(message: str, every_rank: bool = False) -> NoReturn:
+    """One line on stderr and exit status 2.
+
+    Under torchrun every rank checks the same command line, so rank 0 alone reports it, unless
+    ``every_rank`` (a failure one rank may meet alone, e.g. data missing on its machine): then
+    the other ranks report it too, naming themselves. A rank that stays quiet waits a moment
+    before exiting, because torchrun stops every rank once one exits, and rank 0 must get to
+    say what went wrong.
+    """
+    rank = distributed.env_rank()
+    if rank == 0:
+        print(f"metarun: error: {message}", file=sys.stderr)
+    elif every_rank:
+        print(f"metarun: error: [rank {rank}] {message}", file=sys.stderr)
+    else:
+        time.sleep(QUIET_RANK_GRACE_S)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -100,11 +121,17 @@ def check_resume(value: str, multirun: bool) -> None:
         fail(f"resume: {value} holds no checkpoints/last.pt; give a run dir that has one, or true")
 
 
-def preflight(argv: list[str]) -> None:
-    """Check the command line the way Hydra will read it, failing in one line."""
+def runs_jobs(args: argparse.Namespace) -> bool:
+    """False for the commands that only print (help, info, ``--cfg``)."""
+    return not (args.help or args.hydra_help or args.info or args.shell_completion or args.cfg)
+
+
+def preflight(argv: list[str]) -> DictConfig | None:
+    """Check the command line the way Hydra will read it, failing in one line; returns the
+    composed config of the first job (None for help)."""
     args = hydra._internal.utils.get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion:
-        return
+        return None
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)
     except Exception as error:
@@ -144,6 +171,24 @@ def preflight(argv: list[str]) -> None:
         fail(str(error))
     except Exception as error:
         fail(one_line(error))
+    if runs_jobs(args):
+        problem = launch.launch_problem(cfg, args.multirun, argv)
+        if problem:
+            fail(problem)
+    return cfg
+
+
+def join_ranks(argv: list[str], cfg: DictConfig) -> list[str]:
+    """Under torchrun: join the process group, and the overrides that give every rank rank 0's
+    run directory (see ``metarun/launch.py``). Nothing otherwise."""
+    args = hydra._internal.utils.get_args_parser().parse_args(argv)
+    if not (distributed.launched() and runs_jobs(args)):
+        return []
+    try:
+        launch.join(cfg.hardware)
+    except MetarunError as error:
+        fail(str(error), every_rank=True)
+    return launch.shared_overrides(str(CONFIG_DIR), args.overrides)
 
 
 def check_sweep_direction(hydra_cfg: DictConfig, cfg: DictConfig) -> None:
@@ -173,10 +218,12 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     context = context_from_hydra()
     try:
         return run(cfg, context)
+    except distributed.RaisedOnMain as error:
+        fail(str(error))  # rank 0 reports it
     except (MetarunError, OmegaConfBaseException) as error:
         message = str(error) if isinstance(error, MetarunError) else one_line(error)
         if not context.sweep_member:
-            fail(message)
+            fail(message, every_rank=isinstance(error, MetarunError))
         # One member's bad input or divergence must not take the others down: record it and
         # return no score, which Optuna's sweeper counts as a failed trial.
         log.error("sweep member %s failed: %s", context.run_dir, message)
@@ -184,17 +231,18 @@ def hydra_entry(cfg: DictConfig) -> float | None:
         FAILED_MEMBERS.append(f"{context.run_dir} ({message})")
         return None
     except Preempted as stopped:
-        again = "re-run the sweep with hydra.sweep.dir=" if context.sweep_member else "resume="
-        target = context.run_dir.parent if context.sweep_member else context.run_dir
-        print(f"metarun: {stopped}; continue with {again}{target}", file=sys.stderr)
+        if distributed.env_rank() == 0:
+            again = "re-run the sweep with hydra.sweep.dir=" if context.sweep_member else "resume="
+            target = context.run_dir.parent if context.sweep_member else context.run_dir
+            print(f"metarun: {stopped}; continue with {again}{target}", file=sys.stderr)
         sys.exit(stopped.exit_code)
     except KeyboardInterrupt:
-        print(
-            "metarun: interrupted; the last checkpoint is intact, continue with resume=true",
-            file=sys.stderr,
-        )
+        if distributed.env_rank() == 0:
+            print(
+                "metarun: interrupted; the last checkpoint is intact, continue with resume=true",
+                file=sys.stderr,
+            )
         sys.exit(130)
-    return None
 
 
 def with_saved_overrides(argv: list[str]) -> list[str]:
@@ -219,9 +267,11 @@ def with_saved_overrides(argv: list[str]) -> list[str]:
 
 def main() -> None:
     argv = with_saved_overrides(sys.argv[1:])
-    sys.argv[1:] = argv  # Hydra reads the command line from sys.argv
-    preflight(argv)
-    hydra_entry()
+    cfg = preflight(argv)
+    shared = join_ranks(argv, cfg) if cfg is not None else []
+    sys.argv[1:] = argv + shared  # Hydra reads the command line from sys.argv
+    hydra_entry()  # a single run's failures exit from inside
+    distributed.shutdown()
     if FAILED_MEMBERS:
         fail(f"{len(FAILED_MEMBERS)} sweep member(s) failed: {'; '.join(FAILED_MEMBERS)}")
 

@@ -4,6 +4,10 @@ Build the data, the learner, the optimiser and the loggers from the config; meta
 periodic validation on fixed episodes; test the best checkpoint on fixed episodes; write
 ``summary.json`` and print the result with its 95% confidence interval. This is the one place
 that calls ``hydra.utils.instantiate``.
+
+Under ``hardware=ddp`` every process runs this function: rank 0 decides what to resume from and
+broadcasts it, every process trains and evaluates its share, and only rank 0 logs and writes
+files (checkpoints, ``metrics.jsonl``, W&B, ``summary.json``).
 """
 
 from __future__ import annotations
@@ -31,14 +35,16 @@ from metarun.continuing import (
 from metarun.data.episodes import EpisodeSpec, FixedEpisodes
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
+from metarun.hardware import Runtime
 from metarun.provenance import git_state, package_versions
-from metarun.tracking.console import make_reporter
-from metarun.tracking.logger import LoggerGroup, RunIdentity
+from metarun.tracking.console import NullReporter, make_reporter
+from metarun.tracking.logger import Logger, LoggerGroup, RunIdentity
 from metarun.tracking.metrics_file import MetricsFile
+from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints, load_checkpoint
 from metarun.training.evaluate import EvalResult, evaluate
 from metarun.training.preemption import Preempted, StopSignals
-from metarun.training.trainer import Trainer, TrainerConfig
+from metarun.training.trainer import Trainer, TrainerConfig, check_meta_batch
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,47 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts: the checkpoint it continues (None: fresh), the summary of a
+    complete run (None: there is work to do) and its W&B run id. Decided on rank 0."""
+
+    resumed: dict[str, Any] | None
+    done: dict[str, Any] | None
+    run_id: str
+
+
+def starting_point(
+    cfg: DictConfig, checkpoints: Checkpoints, context: RunContext, resolved: dict[str, Any]
+) -> Start:
+    run_dir = context.run_dir
+    resumed = resume_from(cfg.resume, checkpoints, run_dir, context.sweep_member)
+    if resumed is not None and context.sweep_member:
+        check_same_member(resumed["config"], resolved, run_dir)
+    done = read_complete_summary(run_dir / "summary.json") if resumed is not None else None
+    if done and resumed["step"] < cfg.trainer.max_steps:  # asked to train further
+        done = None
+    return Start(resumed, done, stable_run_id(run_dir, resumed))
+
+
+def make_logger(
+    cfg: DictConfig, runtime: Runtime, start: Start, context: RunContext, resolved: dict
+) -> Logger:
+    """metrics.jsonl and the configured tracker on rank 0; nothing on the other ranks."""
+    if not runtime.is_main:
+        return NullLogger()
+    identity = RunIdentity(start.run_id, context.name, context.group, context.job_type)
+    return LoggerGroup(
+        [
+            MetricsFile(
+                context.run_dir / "metrics.jsonl",
+                start.resumed["step"] if start.resumed else None,
+            ),
+            build(cfg, "logger")(identity=identity, run_dir=context.run_dir, config=resolved),
+        ]
+    )
+
+
 def run(cfg: DictConfig, context: RunContext) -> float | None:
     """Train, validate and test one configuration; returns the best validation score (the
     objective a sweeper such as Optuna optimises)."""
@@ -126,21 +173,22 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     checkpoints = Checkpoints(run_dir / "checkpoints")
     summary_path = run_dir / "summary.json"
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    resumed = resume_from(cfg.resume, checkpoints, run_dir, context.sweep_member)
-    if resumed is not None and context.sweep_member:
-        check_same_member(resumed["config"], resolved, run_dir)
-    done = read_complete_summary(summary_path) if resumed is not None else None
-    if done and resumed["step"] >= cfg.trainer.max_steps:  # else: asked to train further
+    runtime = build(cfg, "hardware").setup()
+    start = runtime.decide_on_main(lambda: starting_point(cfg, checkpoints, context, resolved))
+    resumed, done = start.resumed, start.done
+    if done:
         result = EvalResult(**done["test"])
-        log.info("%s is complete; nothing to do", run_dir)
-        log.info(result.line("test"))
+        if runtime.is_main:
+            log.info("%s is complete; nothing to do", run_dir)
+            log.info(result.line("test"))
         return done["best_val"]["score"]
 
     check_evaluation(cfg)
-    runtime = build(cfg, "hardware").setup()
     torch.manual_seed(cfg.seed)
-    data = build(cfg, "dataset")
+    with runtime.main_first():  # one process downloads and caches the data
+        data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
+    check_meta_batch(learner.meta_batch_size, runtime.world_size)
     runtime.place(learner)
 
     evaluation = data.episodes
@@ -160,14 +208,8 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     optimizer = build(cfg, "optimizer", params=learner.parameters())
     scheduler = build(cfg, "scheduler", optimizer=optimizer) if cfg.scheduler else None
 
-    run_id = stable_run_id(run_dir, resumed)
-    identity = RunIdentity(run_id, context.name, context.group, context.job_type)
-    logger = LoggerGroup(
-        [
-            MetricsFile(run_dir / "metrics.jsonl", resumed["step"] if resumed else None),
-            build(cfg, "logger")(identity=identity, run_dir=run_dir, config=resolved),
-        ]
-    )
+    run_id = start.run_id
+    logger = make_logger(cfg, runtime, start, context, resolved)
     trainer = Trainer(
         learner=learner,
         optimizer=optimizer,
@@ -179,13 +221,14 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         generator=torch.Generator().manual_seed(cfg.seed),
         checkpoints=checkpoints,
         logger=logger,
-        reporter=make_reporter(),
+        reporter=make_reporter() if runtime.is_main else NullReporter(),
         config=TrainerConfig(**cfg.trainer),
         eval_batch_size=cfg.eval.batch_size,
         run_state={"config": resolved, "wandb_run_id": run_id},
     )
     if resumed is not None:
-        warn_about_changes(resumed["config"], resolved)
+        if runtime.is_main:
+            warn_about_changes(resumed["config"], resolved)
         trainer.load_state_dict(resumed)
 
     exit_code, stopped = 1, None
@@ -193,30 +236,14 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     try:
         with stop_signals:
             trainer.fit(stop_signals)
-        learner.load_state_dict(load_checkpoint(checkpoints.best)["learner"])
+        best = runtime.decide_on_main(lambda: load_checkpoint(checkpoints.best)["learner"])
+        learner.load_state_dict(best)
         result = evaluate(learner, test_episodes, data.task, runtime, cfg.eval.batch_size)
         logger.log(result.metrics("test"), trainer.step)
-        summary = {
-            "status": "complete",
-            "test": result.as_dict(),
-            "best_val": {
-                "metric": result.metric,
-                "score": trainer.best_score,
-                "step": trainer.best_step,
-            },
-            "steps": trainer.step,
-            "train_seconds": round(trainer.train_seconds, 3),
-            "episodes_per_s": round(trainer.episodes_per_second, 3),
-            "device": str(runtime.device),
-            "run_dir": str(run_dir),
-            "wandb_run_id": run_id,
-            "config_hash": config_hash(resolved),
-            "git": git_state(),
-            "versions": package_versions(),
-        }
-        atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
-        logger.summary(summary_metrics(summary))
-        logger.checkpoint(checkpoints.best, summary_metrics(summary))  # W&B: log_checkpoints
+        if runtime.is_main:
+            summary = write_summary(summary_path, result, trainer, runtime, context, resolved)
+            logger.summary(summary_metrics(summary))
+            logger.checkpoint(checkpoints.best, summary_metrics(summary))  # log_checkpoints
         exit_code = 0
     except Preempted as error:
         log.warning("%s; %s holds it and the run continues from there", error, checkpoints.last)
@@ -227,8 +254,41 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     if stopped is not None:
         stop_signals.hand_over()  # in a submitit job: checkpoint the job, requeue it, exit
         raise stopped
-    log.info(result.line("test"))
+    if runtime.is_main:
+        log.info(result.line("test"))
     return trainer.best_score
+
+
+def write_summary(
+    path: Path,
+    result: EvalResult,
+    trainer: Trainer,
+    runtime: Runtime,
+    context: RunContext,
+    resolved: dict[str, Any],
+) -> dict[str, Any]:
+    """``summary.json``: the test result and what produced it (rank 0 writes it)."""
+    summary = {
+        "status": "complete",
+        "test": result.as_dict(),
+        "best_val": {
+            "metric": result.metric,
+            "score": trainer.best_score,
+            "step": trainer.best_step,
+        },
+        "steps": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 3),
+        "episodes_per_s": round(trainer.episodes_per_second, 3),
+        "device": str(runtime.device),
+        "processes": runtime.world_size,
+        "run_dir": str(context.run_dir),
+        "wandb_run_id": trainer.run_state["wandb_run_id"],
+        "config_hash": config_hash(resolved),
+        "git": git_state(),
+        "versions": package_versions(),
+    }
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,10 @@ def test_every_option_composes_and_builds(group, option, compose_config) -> None
         with pytest.raises(ConfigError, match="hardware.device"):
             build(cfg, "hardware").setup()
         return
+    if group == "hardware" and option == "ddp":  # runs under torchrun: tests/test_distributed.py
+        with pytest.raises(ConfigError, match="torchrun"):
+            build(cfg, "hardware").setup()
+        cfg.hardware = compose_config([]).hardware
     runtime = build(cfg, "hardware").setup()
     data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import socket
 from functools import partial
 
 import pytest
 import torch
 
+from metarun import distributed
 from metarun.algorithms import MAML, ProtoNet
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.hardware import Hardware, Runtime
+from metarun.hardware import DistributedHardware, Hardware, Runtime
 from metarun.models import Conv4
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -98,3 +100,84 @@ def test_gpu_bf16_protonet_and_fp32_second_order_maml() -> None:
         assert torch.isfinite(loss)
         expected = torch.float32
         assert loss.dtype == expected  # losses are computed in fp32 even under autocast
+
+
+# -- Several processes (hardware=ddp); two real processes: tests/test_distributed.py --------
+
+
+def test_a_world_of_one_makes_every_collective_a_no_op() -> None:
+    runtime = Hardware(device="cpu").setup()
+    assert (runtime.rank, runtime.world_size, runtime.is_main) == (0, 1, True)
+    assert runtime.shard(7) == slice(0, 7)
+    grads = [torch.ones(3), torch.zeros(2, dtype=torch.float64)]
+    runtime.all_reduce_mean_(grads)
+    assert torch.equal(grads[0], torch.ones(3)) and torch.equal(grads[1], torch.zeros(2).double())
+    scores = torch.arange(4.0)
+    assert runtime.concat_shards(scores, 4) is scores
+    assert runtime.any_rank(True) and not runtime.any_rank(False)
+    assert runtime.broadcast_object("mine") == "mine"
+    assert runtime.decide_on_main(lambda: 3) == 3
+    with runtime.main_first():
+        runtime.barrier()
+    runtime.check_same_everywhere([torch.ones(2)], "weights")
+    assert not torch.distributed.is_initialized()  # nothing above needed a process group
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_shards_are_contiguous_balanced_and_cover_everything(world_size: int) -> None:
+    for count in (0, 1, 5, 12):
+        ranks = [
+            Runtime(torch.device("cpu"), None, rank=r, world_size=world_size)
+            for r in range(world_size)
+        ]
+        parts = [list(range(count))[runtime.shard(count)] for runtime in ranks]
+        assert [i for part in parts for i in part] == list(range(count))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_ddp_without_a_launcher_says_how_to_start_it(monkeypatch) -> None:
+    for name in distributed.LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match=r"^hardware: ddp needs .* torchrun --nproc_per_node="):
+        DistributedHardware().setup()
+
+
+@pytest.fixture
+def world_of_one(monkeypatch: pytest.MonkeyPatch):
+    """The environment torchrun gives a single process; the process group is left at the end."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_PORT": str(port)}
+    for name, value in {**environment, "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    yield
+    distributed.shutdown()
+
+
+def test_ddp_on_a_cpu_joins_a_gloo_group(world_of_one) -> None:
+    runtime = DistributedHardware(device="cpu", precision="auto").setup()
+    assert runtime.device == torch.device("cpu") and runtime.autocast_dtype is None
+    assert (runtime.rank, runtime.world_size, runtime.is_main) == (0, 1, True)
+    assert torch.distributed.get_backend() == "gloo"
+    assert DistributedHardware(device="cpu").setup() == runtime  # joining again is harmless
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the choice without a GPU")
+def test_auto_ddp_without_gpus_is_the_cpu_with_gloo(world_of_one) -> None:
+    assert DistributedHardware().setup().device == torch.device("cpu")
+    assert torch.distributed.get_backend() == "gloo"
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"device": "cuda:1"}, "hardware.device"),
+        ({"device": "cpu", "backend": "mpi"}, "hardware.backend"),
+        ({"device": "cpu", "backend": "nccl"}, "hardware.backend"),
+    ],
+)
+def test_bad_ddp_settings_name_their_key(world_of_one, settings: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        DistributedHardware(**settings).setup()
+    assert not torch.distributed.is_initialized()

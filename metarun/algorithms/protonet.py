@@ -9,6 +9,13 @@ Paper defaults (Omniglot): Conv-4 embedding, training episodes of 60 ways with 5
 class (shots as at test), one episode per update, Adam 1e-3 halved every 2000 episodes.
 Support and query images go through the encoder in one batch, as in the paper's code, so
 BatchNorm sees both; evaluation uses BatchNorm's running statistics.
+
+In training, a meta-batch of several episodes goes through the encoder one episode at a time,
+so BatchNorm normalises each with its own statistics and the loss is the mean of the episodes'
+own losses however episodes are grouped (one call, several, or spread over processes with
+``hardware=ddp``); the running statistics take one update per meta-batch (``EpisodeBatchNorm``).
+On a CPU this is also faster than one pass over the whole meta-batch (``scripts/benchmark.py``).
+Evaluation, where BatchNorm uses running statistics, embeds a whole batch of episodes at once.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
+from metarun.models import one_running_update, use_episode_statistics
 
 
 def prototype_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
@@ -58,7 +66,7 @@ class ProtoNet(nn.Module):
                 "algorithm.meta_batch_size", f"must be at least 1, got {meta_batch_size}"
             )
         self.task = task
-        self.encoder = model(task.input_shape, None)
+        self.encoder = use_episode_statistics(model(task.input_shape, None))
         self.meta_batch_size = meta_batch_size
         self.train_ways = train_ways
         self.train_queries = train_queries
@@ -66,10 +74,17 @@ class ProtoNet(nn.Module):
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
         return evaluation.replace(ways=self.train_ways, queries=self.train_queries)
 
+    def _embed(self, images: Tensor) -> Tensor:
+        """Embeddings ``[B, n, D]`` of episodes' images ``[B, n, ...]``: one encoder call per
+        episode in training (each normalised with its own statistics), one for all in eval."""
+        if not self.training:
+            return self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
+        with one_running_update(self.encoder):
+            return torch.stack([self.encoder(episode) for episode in images])
+
     def _logits(self, batch: EpisodeBatch) -> Tensor:
-        b, s = batch.support_y.shape
-        images = torch.cat([batch.support_x, batch.query_x], dim=1)
-        embeddings = self.encoder(images.flatten(0, 1)).view(b, images.shape[1], -1)
+        s = batch.support_y.shape[1]
+        embeddings = self._embed(torch.cat([batch.support_x, batch.query_x], dim=1))
         return prototype_logits(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:

@@ -229,6 +229,8 @@ class FixedEpisodes:
     def __len__(self) -> int:
         return self.count
 
-    def batches(self, batch_size: int) -> Iterator[EpisodeBatch]:
-        for start in range(0, self.count, batch_size):
-            yield self.sampler.gather(self.plan[start : start + batch_size])
+    def batches(self, batch_size: int, part: slice = slice(None)) -> Iterator[EpisodeBatch]:
+        """The episodes (those in ``part`` of them, e.g. one process's share), in order."""
+        plan = self.plan[part]
+        for start in range(0, len(plan), batch_size):
+            yield self.sampler.gather(plan[start : start + batch_size])

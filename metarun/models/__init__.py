@@ -3,7 +3,20 @@ head it needs (a classifier, or none for an embedding) from a model config that 
 architecture choices."""
 
 from metarun.models.conv4 import Conv4
+from metarun.models.episode_norm import (
+    EpisodeBatchNorm,
+    one_running_update,
+    use_episode_statistics,
+)
 from metarun.models.mlp import MLP
 from metarun.models.norm import BatchStatsNorm, use_batch_statistics
 
-__all__ = ["MLP", "BatchStatsNorm", "Conv4", "use_batch_statistics"]
+__all__ = [
+    "MLP",
+    "BatchStatsNorm",
+    "Conv4",
+    "EpisodeBatchNorm",
+    "one_running_update",
+    "use_batch_statistics",
+    "use_episode_statistics",
+]

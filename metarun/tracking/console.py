@@ -62,6 +62,19 @@ class Reporter(Protocol):
     def close(self) -> None: ...
 
 
+class NullReporter:
+    """Shows nothing: the reporter of every process but rank 0 under ``hardware=ddp``."""
+
+    def start(self, total: int, completed: int) -> None:
+        pass
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class PlainReporter:
     """One log line per logged step: ``step 200/1000  loss 0.41  acc 87.2 ...``."""
 

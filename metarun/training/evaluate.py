@@ -2,6 +2,11 @@
 
 The interval is the normal approximation used throughout the few-shot literature,
 ``mean ± 1.96 · std / sqrt(n)`` over per-episode scores (sample standard deviation).
+
+With several processes (``hardware=ddp``) each scores its own contiguous share of the episodes
+and the scores are concatenated in episode order, so every process gets the result a single
+process would: an episode's score does not depend on which episodes share its batch (MAML
+adapts each task on its own; ProtoNet evaluates with BatchNorm's running statistics).
 """
 
 from __future__ import annotations
@@ -59,14 +64,16 @@ def evaluate(
 ) -> EvalResult:
     was_training = learner.training
     learner.eval()
+    mine = runtime.shard(len(episodes))
     try:
-        scores = []
-        for batch in episodes.batches(batch_size):
+        scores = [torch.zeros(0, device=runtime.device)]
+        for batch in episodes.batches(batch_size, mine):
             batch = batch.to(runtime.device, non_blocking=True)
             with runtime.autocast(learner.autocast_safe):
                 predictions = learner.predict(batch)
-            scores.append(task.score(predictions.float(), batch.query_y).cpu())
+            scores.append(task.score(predictions.float(), batch.query_y))
     finally:
         learner.train(was_training)
-    mean, ci95 = mean_and_ci95(torch.cat(scores))
+    every = runtime.concat_shards(torch.cat(scores), len(episodes))
+    mean, ci95 = mean_and_ci95(every.cpu())
     return EvalResult(task.metric, mean, ci95, len(episodes))

@@ -4,11 +4,18 @@ episodes, keep the best checkpoint.
 The loop is the same for every algorithm: it only calls the ``MetaLearner`` methods. Its state
 (``state_dict``) is everything a resumed run needs to continue exactly where the checkpoint was
 written, so a resumed run logs the same numbers as one that never stopped.
+
+It is also the same for one process and for several (``hardware=ddp``): every process draws the
+same global meta-batch plan and gathers only its share of the tasks (``Runtime.shard``), and the
+meta-gradients, BatchNorm running statistics and logged metrics are averaged across processes
+after ``backward`` (``Runtime.all_reduce_mean_``, a no-op for one process). Every process thus
+applies the same update and keeps the same state; only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +24,7 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms.base import MetaLearner
-from metarun.data.episodes import FixedEpisodes, TaskSampler, sample
+from metarun.data.episodes import FixedEpisodes, TaskSampler
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
@@ -53,6 +60,30 @@ class TrainerConfig:
             )
 
 
+def check_meta_batch(meta_batch_size: int, world_size: int) -> None:
+    """The global meta-batch must split evenly across processes, so that the mean of their
+    meta-gradients is the meta-gradient of the whole meta-batch."""
+    if meta_batch_size % world_size:
+        raise ConfigError(
+            "algorithm.meta_batch_size",
+            f"{meta_batch_size} tasks cannot be split evenly across {world_size} processes; "
+            f"use a multiple of {world_size}",
+        )
+
+
+def running_statistics(module: torch.nn.Module) -> list[Tensor]:
+    """The BatchNorm running means and variances: the state a forward pass changes, which
+    processes must average to stay identical (their update is linear in the batch statistics,
+    so the average equals what one process would compute on the whole meta-batch)."""
+    return [
+        buffer
+        for layer in module.modules()
+        if isinstance(layer, torch.nn.modules.batchnorm._NormBase)
+        for buffer in (layer.running_mean, layer.running_var)
+        if buffer is not None
+    ]
+
+
 class Trainer:
     def __init__(
         self,
@@ -86,6 +117,7 @@ class Trainer:
         self.config = config
         self.eval_batch_size = eval_batch_size
         self.run_state = run_state
+        check_meta_batch(learner.meta_batch_size, runtime.world_size)
         self.step = 0
         self.train_seconds = 0.0  # wall time of training, validation included
         self.step_seconds = 0.0  # time inside training steps only
@@ -139,6 +171,9 @@ class Trainer:
         """Train to ``max_steps``; a stop signal ends it after the current step with
         ``last.pt`` written (``Preempted``)."""
         config = self.config
+        self.runtime.check_same_everywhere(
+            list(self.learner.state_dict().values()), "learner parameters"
+        )
         self._clock = (time.perf_counter(), self.train_seconds)
         self.reporter.start(config.max_steps, self.step)
         try:
@@ -162,20 +197,24 @@ class Trainer:
                 if record:
                     self.logger.log(record, step)
                 self.reporter.update(step, record)
-                if stop is not None and stop.received is not None:
-                    self._save_and_stop(stop.received)
+                if stop is not None and self.runtime.any_rank(stop.received is not None):
+                    self._save_and_stop(stop.received or signal.SIGTERM)
         finally:
             self.reporter.close()
-        if not self.checkpoints.best.is_file():  # max_steps=0: judge the initialisation
+        if self.best_step is None:  # never validated (max_steps=0): judge the initialisation
             self.logger.log(self._validate_and_save(), self.step)
 
     def _train_step(self) -> dict[str, Tensor]:
-        batch = sample(self.sampler, self.learner.meta_batch_size, self.generator)
+        # The whole meta-batch's plan, identical on every process (same generator state), of
+        # which each gathers only its own tasks.
+        plan = self.sampler.draw(self.learner.meta_batch_size, self.generator)
+        batch = self.sampler.gather(plan[self.runtime.shard(len(plan))])
         batch = batch.to(self.runtime.device, non_blocking=True)
         with self.runtime.autocast(self.learner.autocast_safe):
             loss, metrics = self.learner.meta_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._average_across_processes(metrics)
         if self.config.grad_clip is not None:
             metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
                 self.learner.parameters(), self.config.grad_clip
@@ -185,6 +224,16 @@ class Trainer:
             self.scheduler.step()
         self._last_loss = metrics["loss"]
         return metrics
+
+    def _average_across_processes(self, metrics: dict[str, Tensor]) -> None:
+        """Meta-gradients, running statistics and metrics, averaged over processes in one
+        collective, before clipping and the optimiser step (nothing happens in a world of one)."""
+        if self.runtime.world_size == 1:
+            return
+        gradients = [p.grad for p in self.learner.parameters() if p.grad is not None]
+        self.runtime.all_reduce_mean_(
+            [*gradients, *running_statistics(self.learner), *metrics.values()]
+        )
 
     def _train_record(self, metrics: dict[str, Tensor]) -> dict[str, float]:
         record = {f"train/{name}": value.item() for name, value in metrics.items()}
@@ -208,7 +257,8 @@ class Trainer:
         improved = self.task.is_better(result.mean, self.best_score)
         if improved:
             self.best_score, self.best_step = result.mean, self.step
-        self.checkpoints.save(self.state_dict(), best=improved)
+        if self.runtime.is_main:
+            self.checkpoints.save(self.state_dict(), best=improved)
         return {**result.metrics("val"), f"val/best_{result.metric}": self.best_score}
 
     def _update_train_seconds(self) -> None:
@@ -216,8 +266,13 @@ class Trainer:
         self.train_seconds = before + time.perf_counter() - started
 
     def _save_and_stop(self, signum: int) -> None:
+        """Every process stops at the same step, whichever got the signal; rank 0 writes
+        ``last.pt`` and the others wait for it, since the first to exit ends them all."""
+        self._check_finite()
         self._update_train_seconds()
-        self.checkpoints.save(self.state_dict(), best=False)
+        if self.runtime.is_main:
+            self.checkpoints.save(self.state_dict(), best=False)
+        self.runtime.barrier()
         raise Preempted(signum, self.step)
 
     def validate(self) -> EvalResult:

@@ -50,7 +50,7 @@ def test_prototype_logits_match_a_brute_force_computation() -> None:
             torch.testing.assert_close(logits[b, :, c], -((query[b] - prototype) ** 2).sum(-1))
 
 
-def test_support_and_query_share_one_encoder_pass() -> None:
+def test_support_and_query_share_one_encoder_pass_per_episode() -> None:
     calls = []
 
     class Recording(nn.Module):
@@ -67,7 +67,55 @@ def test_support_and_query_share_one_encoder_pass() -> None:
         ways=2,
     )
     learner.meta_loss(batch)
-    assert calls == [2 * (4 + 6)]
+    assert calls == [4 + 6, 4 + 6]  # training: BatchNorm sees each episode on its own
+    learner.eval()
+    learner.predict(batch)
+    assert calls[2:] == [2 * (4 + 6)]  # evaluation (running statistics): one pass
+
+
+def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
+    pick = slice(index, index + 1)
+    return EpisodeBatch(
+        batch.support_x[pick], batch.support_y[pick], batch.query_x[pick], batch.query_y[pick], 3
+    )
+
+
+def test_a_meta_batch_trains_as_the_mean_of_its_episodes() -> None:
+    """However episodes are grouped (one pass, one at a time, spread over processes), the loss,
+    meta-gradient and BatchNorm running statistics are those of the episodes on their own: the
+    property that lets hardware=ddp shard a meta-batch without changing the result."""
+    g = torch.Generator().manual_seed(0)
+    batch = EpisodeBatch(
+        torch.rand(2, 6, 1, 28, 28, generator=g, dtype=torch.float64),
+        torch.tensor([[0, 0, 1, 1, 2, 2]] * 2),
+        torch.rand(2, 9, 1, 28, 28, generator=g, dtype=torch.float64),
+        torch.arange(3).repeat(3).expand(2, -1),
+        3,
+    )
+
+    def fresh() -> ProtoNet:
+        torch.manual_seed(0)
+        task = TaskSpec("classification", (1, 28, 28), 3)
+        return ProtoNet(partial(Conv4, hidden_channels=8), task, meta_batch_size=2).double()
+
+    together = fresh()
+    loss, metrics = together.meta_loss(batch)
+    loss.backward()
+    alone = [fresh() for _ in range(2)]
+    results = [learner.meta_loss(one_episode(batch, i)) for i, learner in enumerate(alone)]
+    for single_loss, _ in results:
+        single_loss.backward()
+
+    torch.testing.assert_close(loss, sum(r[0] for r in results) / 2)
+    torch.testing.assert_close(metrics["acc"], sum(r[1]["acc"] for r in results) / 2)
+    singles = [dict(learner.named_parameters()) for learner in alone]
+    for name, parameter in together.named_parameters():
+        mean_grad = (singles[0][name].grad + singles[1][name].grad) / 2
+        torch.testing.assert_close(parameter.grad, mean_grad, msg=name)
+    states = [learner.state_dict() for learner in alone]
+    for name, value in together.state_dict().items():
+        if "running" in name:
+            torch.testing.assert_close(value, (states[0][name] + states[1][name]) / 2, msg=name)
 
 
 def test_adapt_equals_predict_in_eval_mode() -> None:

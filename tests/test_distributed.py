@@ -1,0 +1,144 @@
+"""``hardware=ddp`` under torchrun: two CPU processes (gloo) train exactly what one process
+trains with the same global meta-batch, in one run directory that only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarun.run import RunContext, run
+from metarun.tracking.metrics_file import read_metrics
+from metarun.training.checkpoint import load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+METARUN = str(Path(sys.executable).with_name("metarun"))
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def launch(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def tiny_run(tiny_overrides, algorithm: str, *extra: str) -> list[str]:
+    # One thread everywhere: CPU kernels round differently with other thread counts, and on
+    # this tiny network BatchNorm over a few near-constant features amplifies that rounding
+    # (the loss after 3 steps moves by ~1% between 1 and 2 threads in one process).
+    return tiny_overrides(algorithm, "algorithm.meta_batch_size=4", "hardware.threads=1", *extra)
+
+
+def torchrun_metarun(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return launch([*TORCHRUN, "--no-python", METARUN, *overrides, "hardware=ddp"], cwd)
+
+
+def single_process(compose_config, overrides: list[str], run_dir: Path) -> Path:
+    """The reference: the same overrides in one process (in this one, to save a start-up)."""
+    threads = torch.get_num_threads()
+    try:
+        run(compose_config([*overrides, "hardware=cpu"]), RunContext(run_dir, "single"))
+    finally:
+        torch.set_num_threads(threads)  # hardware.threads=1 set it for this whole process
+    return run_dir
+
+
+def the_run_dir(cwd: Path) -> Path:
+    (run_dir,) = (cwd / "outputs" / "runs").iterdir()  # exactly one directory
+    return run_dir
+
+
+def trained(run_dir: Path) -> list[dict]:
+    """Training and validation records, without wall-clock rates or test lines."""
+    return [
+        {k: v for k, v in record.items() if not k.startswith("perf/")}
+        for record in read_metrics(run_dir / "metrics.jsonl")
+        if not any(k.startswith("test/") for k in record)
+    ]
+
+
+def assert_same_results(distributed: Path, single: Path) -> None:
+    got, expected = trained(distributed), trained(single)
+    assert [sorted(r) for r in got] == [sorted(r) for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        # Equal up to float reduction order (sums over 2 processes vs over one meta-batch).
+        assert mine == pytest.approx(theirs, rel=1e-5, abs=1e-5), mine["step"]
+    mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (distributed, single))
+    for part in ("test", "best_val"):
+        assert mine[part].pop("metric") == theirs[part].pop("metric")
+        assert mine[part] == pytest.approx(theirs[part], rel=1e-6)
+    assert mine["processes"] == 2 and theirs["processes"] == 1
+
+
+def assert_same_learner(distributed: Path, single: Path) -> None:
+    """Parameters and BatchNorm running statistics (averaged over the ranks after every step)."""
+    mine, theirs = (
+        load_checkpoint(d / "checkpoints" / "last.pt")["learner"] for d in (distributed, single)
+    )
+    assert mine.keys() == theirs.keys()
+    for name, value in theirs.items():
+        torch.testing.assert_close(mine[name], value, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def assert_written_once(cwd: Path, run_dir: Path, out: str) -> None:
+    """One run dir, one .hydra, one log, checkpoints only in it; one final line on stdout."""
+    assert sorted(p.relative_to(cwd) for p in cwd.rglob("*.pt")) == [
+        run_dir.relative_to(cwd) / "checkpoints" / name for name in ("best.pt", "last.pt")
+    ]
+    assert [p.parent for p in cwd.rglob(".hydra")] == [run_dir]
+    assert [p.parent for p in cwd.rglob("*.log")] == [run_dir]
+    assert (run_dir / "metarun.log").read_text().count("test acc") == 1
+    assert out.count("test acc") == 1 and out.count("step 2/") == 1
+
+
+def test_two_processes_train_protonet_as_one(tmp_path, tiny_overrides, compose_config) -> None:
+    # SGD, because Adam turns float noise into full-size steps for parameters whose true
+    # gradient is zero (conv biases before BatchNorm), and ProtoNet's evaluation with running
+    # statistics, early in training, depends on them: with Adam the two runs' test accuracies
+    # can differ by one near-tied query although both runs compute the same meta-gradients.
+    overrides = tiny_run(tiny_overrides, "protonet", "optimizer=sgd", "optimizer.lr=0.05")
+    done = torchrun_metarun(*overrides, cwd=tmp_path / "ddp")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = the_run_dir(tmp_path / "ddp")
+    single = single_process(compose_config, overrides, tmp_path / "single")
+    assert_same_results(run_dir, single)
+    assert_same_learner(run_dir, single)
+    assert_written_once(tmp_path / "ddp", run_dir, done.stdout)
+
+
+def test_two_processes_train_maml_as_one_across_a_resume(
+    tmp_path, tiny_overrides, compose_config
+) -> None:
+    """MAML, stopped after 2 of 4 steps and resumed from rank 0's checkpoint by both ranks."""
+    overrides = tiny_run(tiny_overrides, "maml")
+    first = torchrun_metarun(*overrides, "trainer.max_steps=2", cwd=tmp_path / "ddp")
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = the_run_dir(tmp_path / "ddp")
+    longer = torchrun_metarun(f"resume={run_dir}", "trainer.max_steps=4", cwd=tmp_path / "ddp")
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    assert "resuming with changed settings: trainer.max_steps 2 -> 4" in longer.stdout
+    assert the_run_dir(tmp_path / "ddp") == run_dir
+    assert_same_results(run_dir, single_process(compose_config, overrides, tmp_path / "single"))
+
+
+def test_the_runtime_collectives_under_torchrun(tmp_path) -> None:
+    done = launch([*TORCHRUN, str(HERE / "distributed_checks.py")], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rank 0: collectives ok" in done.stdout and "rank 1: collectives ok" in done.stdout
+
+
+def test_torchrun_without_hardware_ddp_is_one_line(tmp_path, tiny_overrides) -> None:
+    done = launch([*TORCHRUN, "--no-python", METARUN, *tiny_overrides("maml")], tmp_path)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("metarun: error:")]
+    assert errors == [
+        "metarun: error: this process was started by torchrun, but hardware is not ddp; add "
+        "hardware=ddp so that its processes train one model together"
+    ]
+    assert not (tmp_path / "outputs").exists()
