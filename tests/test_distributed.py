@@ -142,3 +142,40 @@ def test_torchrun_without_hardware_ddp_is_one_line(tmp_path, tiny_overrides) -> 
         "hardware=ddp so that its processes train one model together"
     ]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_last_pt(
+    tmp_path, tiny_overrides
+) -> None:
+    """torchrun passes SIGTERM on to its workers; they agree on the step, rank 0 saves it."""
+    import signal
+    import time
+
+    overrides = tiny_run(tiny_overrides, "protonet", "trainer.max_steps=400")
+    cwd = tmp_path / "ddp"
+    cwd.mkdir()
+    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(
+        [*TORCHRUN, "--no-python", METARUN, *overrides, "hardware=ddp"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    metrics = None
+    while time.monotonic() < deadline and job.poll() is None:
+        found = list(cwd.glob("outputs/runs/*/metrics.jsonl"))
+        if found and any(r["step"] >= 3 for r in read_metrics(found[0])):
+            metrics = found[0]
+            break
+        time.sleep(0.02)
+    assert metrics is not None, "the distributed run never reached step 3"
+    job.send_signal(signal.SIGTERM)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode != 0
+    assert "metarun: stopped by SIGTERM at step" in err, out + err
+    step = load_checkpoint(metrics.parent / "checkpoints" / "last.pt")["step"]
+    assert 3 <= step < 400
+    assert not (metrics.parent / "summary.json").exists()
