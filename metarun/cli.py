@@ -210,6 +210,7 @@ def context_from_hydra() -> RunContext:
         group=Path(hc.sweep.dir).name if sweep else None,
         job_type=str(algorithm),
         sweep_member=sweep,
+        overrides=tuple(hc.overrides.task),
     )
 
 

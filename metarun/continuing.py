@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from metarun.atomic import atomic_write_text
 from metarun.errors import ConfigError
 from metarun.resume import resumes_latest, wants_resume
@@ -63,17 +65,29 @@ def changed_settings(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     ]
 
 
-def check_same_member(before: dict[str, Any], now: dict[str, Any], run_dir: Path) -> None:
-    """A re-run sweep must map each member number to the run that directory holds."""
+def check_same_member(checkpoint: dict[str, Any], now: dict[str, Any], run_dir: Path) -> None:
+    """A re-run sweep must map each member number to the run that directory holds. Hydra has
+    already written this job's ``.hydra/`` record over that run's when the task starts, so a
+    refused job puts the run's own record back from its checkpoint."""
     different = [
-        change for change in changed_settings(before, now) if change.split()[0] not in CONTINUABLE
+        change
+        for change in changed_settings(checkpoint["config"], now)
+        if change.split()[0] not in CONTINUABLE
     ]
     if different:
+        restore_hydra_record(run_dir, checkpoint)
         raise ConfigError(
             "hydra.sweep.dir",
             f"{run_dir} holds another run ({'; '.join(different[:3])}); re-run the sweep with "
             f"its original overrides to continue it, or choose another hydra.sweep.dir",
         )
+
+
+def restore_hydra_record(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    record = run_dir / ".hydra"
+    if "overrides" in checkpoint:
+        atomic_write_text(record / "overrides.yaml", yaml.safe_dump(list(checkpoint["overrides"])))
+    atomic_write_text(record / "config.yaml", yaml.safe_dump(checkpoint["config"], sort_keys=False))
 
 
 def stable_run_id(run_dir: Path, resumed: dict[str, Any] | None) -> str:

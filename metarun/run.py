@@ -58,6 +58,7 @@ class RunContext:
     group: str | None = None
     job_type: str = "train"
     sweep_member: bool = False  # a numbered member of a multirun: continued in place on re-run
+    overrides: tuple[str, ...] = ()  # the command line's, kept in checkpoints
 
 
 def build(cfg: DictConfig, key: str, **runtime_args: Any) -> Any:
@@ -115,9 +116,14 @@ def check_objective(direction: str, task: TaskSpec) -> None:
 
 
 def record_failure(run_dir: Path, message: str) -> None:
-    """A failed sweep member says so in its ``summary.json``, where reports look."""
+    """A failed sweep member says so in its ``summary.json``, where reports look, unless the
+    directory holds a complete run (e.g. the sweep was re-run with other overrides): that
+    result is kept."""
+    path = run_dir / "summary.json"
+    if read_complete_summary(path) is not None:
+        return
     summary = {"status": "failed", "error": message, "run_dir": str(run_dir)}
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
@@ -141,7 +147,7 @@ def starting_point(
     run_dir = context.run_dir
     resumed = resume_from(cfg.resume, checkpoints, run_dir, context.sweep_member)
     if resumed is not None and context.sweep_member:
-        check_same_member(resumed["config"], resolved, run_dir)
+        check_same_member(resumed, resolved, run_dir)
     done = read_complete_summary(run_dir / "summary.json") if resumed is not None else None
     if done and resumed["step"] < cfg.trainer.max_steps:  # asked to train further
         done = None
@@ -224,7 +230,11 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         reporter=make_reporter() if runtime.is_main else NullReporter(),
         config=TrainerConfig(**cfg.trainer),
         eval_batch_size=cfg.eval.batch_size,
-        run_state={"config": resolved, "wandb_run_id": run_id},
+        run_state={
+            "config": resolved,
+            "overrides": list(context.overrides),
+            "wandb_run_id": run_id,
+        },
     )
     if resumed is not None:
         if runtime.is_main:

@@ -101,6 +101,9 @@ def test_rerunning_a_sweep_skips_complete_members_and_resumes_stopped_ones(
     line = one_line_error(other)
     assert "holds another run (optimizer.lr 0.001 -> 0.005)" in line
     assert "hydra.sweep.dir" in line
+    assert summary(first)["status"] == "complete"  # the result it holds is kept, and
+    kept = yaml.safe_load((first / ".hydra" / "overrides.yaml").read_text())
+    assert "optimizer.lr=0.001" in kept  # the record of how it was made
 
 
 def test_a_failing_member_does_not_stop_the_others(tmp_path, tiny_overrides) -> None:
