@@ -43,9 +43,10 @@ def resume_from(
     if checkpoints.last.is_file():
         log.info("resuming %s", checkpoints.last)
         return load_checkpoint(checkpoints.last)
-    if resumes_latest(resume) or sweep_member:
-        if resumes_latest(resume):
-            log.info("nothing to resume with these overrides; starting a new run in %s", run_dir)
+    if sweep_member:
+        return None
+    if resumes_latest(resume):
+        log.info("nothing to resume with these overrides; starting a new run in %s", run_dir)
         return None
     raise ConfigError(
         "resume", f"{resume} holds no checkpoints/last.pt; give a run dir that has one, or true"
@@ -94,13 +95,9 @@ def stable_run_id(run_dir: Path, resumed: dict[str, Any] | None) -> str:
     """The W&B run id, kept in the run dir from the first start, so a job killed before its
     first checkpoint and started again still logs to the same W&B run."""
     path = run_dir / "run_id"
-    if resumed is not None:
-        run_id = resumed["wandb_run_id"]
-    elif path.is_file() and path.read_text().strip():
-        run_id = path.read_text().strip()
-    else:
-        run_id = uuid.uuid4().hex[:12]
-    if not path.is_file() or path.read_text().strip() != run_id:
+    saved = path.read_text().strip() if path.is_file() else ""
+    run_id = resumed["wandb_run_id"] if resumed is not None else saved or uuid.uuid4().hex[:12]
+    if run_id != saved:
         atomic_write_text(path, run_id + "\n")
     return run_id
 

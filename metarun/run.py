@@ -44,7 +44,7 @@ from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints, load_checkpoint
 from metarun.training.evaluate import EvalResult, evaluate
 from metarun.training.preemption import Preempted, StopSignals
-from metarun.training.trainer import Trainer, TrainerConfig, check_meta_batch
+from metarun.training.trainer import Trainer, TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,6 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     with runtime.main_first():  # one process downloads and caches the data
         data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
-    check_meta_batch(learner.meta_batch_size, runtime.world_size)
     runtime.place(learner)
 
     evaluation = data.episodes

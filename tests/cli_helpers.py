@@ -1,12 +1,15 @@
-"""Running the installed ``metarun`` command in tests: from a scratch directory, never online,
-never touching the user's W&B credentials or data cache."""
+"""Running the installed ``metarun`` command in tests (from a scratch directory, never online,
+never touching the user's W&B credentials or data cache) and reading what it logged."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from metarun.tracking.metrics_file import read_metrics
 
 BIN = Path(sys.executable).parent
 METARUN = str(BIN / "metarun")
@@ -58,3 +61,29 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     assert lines[0].startswith("metarun: error: ")
     assert "Traceback" not in done.stdout
     return lines[0]
+
+
+def wait_for_step(
+    where: Path,
+    step: int,
+    job: subprocess.Popen | None = None,
+    pattern: str = "metrics.jsonl",
+    timeout: float = 180.0,
+) -> Path:
+    """Wait until a ``metrics.jsonl`` under ``where`` (``pattern``, a glob) has logged ``step``
+    while ``job`` still runs; returns that file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (job is None or job.poll() is None):
+        for metrics in where.glob(pattern):
+            if any(r["step"] >= step for r in read_metrics(metrics)):
+                return metrics
+        time.sleep(0.02)
+    raise AssertionError(f"no {pattern} under {where} reached step {step}")
+
+
+def logged(run_dir: Path) -> list[dict]:
+    """Everything a run logged except wall-clock measurements."""
+    return [
+        {k: v for k, v in record.items() if not k.startswith("perf/")}
+        for record in read_metrics(run_dir / "metrics.jsonl")
+    ]

@@ -4,27 +4,25 @@ trains with the same global meta-batch, in one run directory that only rank 0 wr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import METARUN, metarun_env, wait_for_step
 
 from metarun.run import RunContext, run
 from metarun.tracking.metrics_file import read_metrics
 from metarun.training.checkpoint import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
-METARUN = str(Path(sys.executable).with_name("metarun"))
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def launch(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "OMP_NUM_THREADS": "1"}
-    env.pop("WANDB_API_KEY", None)
     cwd.mkdir(parents=True, exist_ok=True)
+    env = {**metarun_env(cwd), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -149,29 +147,19 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_last_pt(
 ) -> None:
     """torchrun passes SIGTERM on to its workers; they agree on the step, rank 0 saves it."""
     import signal
-    import time
 
     overrides = tiny_run(tiny_overrides, "protonet", "trainer.max_steps=400")
     cwd = tmp_path / "ddp"
     cwd.mkdir()
-    env = {**os.environ, "NETRC": str(cwd / "no-netrc"), "OMP_NUM_THREADS": "1"}
     job = subprocess.Popen(
         [*TORCHRUN, "--no-python", METARUN, *overrides, "hardware=ddp"],
         cwd=cwd,
-        env=env,
+        env={**metarun_env(cwd), "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    metrics = None
-    while time.monotonic() < deadline and job.poll() is None:
-        found = list(cwd.glob("outputs/runs/*/metrics.jsonl"))
-        if found and any(r["step"] >= 3 for r in read_metrics(found[0])):
-            metrics = found[0]
-            break
-        time.sleep(0.02)
-    assert metrics is not None, "the distributed run never reached step 3"
+    metrics = wait_for_step(cwd, 3, job, pattern="outputs/runs/*/metrics.jsonl")
     job.send_signal(signal.SIGTERM)
     out, err = job.communicate(timeout=120)
     assert job.returncode != 0

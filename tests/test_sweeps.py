@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import metarun, one_line_error, start_metarun
+from cli_helpers import metarun, one_line_error, start_metarun, wait_for_step
 
 from metarun import cli
 from metarun.tracking.metrics_file import read_metrics
@@ -51,18 +51,6 @@ def test_a_submitit_local_sweep_runs_every_member_as_a_job(tmp_path, tiny_overri
 
 
 LONG_ENOUGH = ("trainer.max_steps=120", "trainer.val_every=40", "trainer.log_every=1")
-
-
-def wait_for_step(member: Path, step: int, job, timeout: float = 180.0) -> None:
-    import time
-
-    metrics = member / "metrics.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and job.poll() is None:
-        if metrics.is_file() and any(r["step"] >= step for r in read_metrics(metrics)):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{metrics} never reached step {step}")
 
 
 def test_rerunning_a_sweep_skips_complete_members_and_resumes_stopped_ones(

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from cli_helpers import metarun
 
 from metarun.errors import ConfigError
 from metarun.tracking import wandb as wandb_logger
@@ -123,8 +124,6 @@ def wandb_records(path: Path) -> list:
 def test_a_sweep_member_offline_run_carries_group_name_config_and_artifact(
     tmp_path, tiny_overrides, no_credentials
 ) -> None:
-    from cli_helpers import metarun
-
     sweep_dir = tmp_path / "sweep-7"
     overrides = [o for o in tiny_overrides("protonet") if o != "logger=none"]
     done = metarun(

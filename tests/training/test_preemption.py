@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
-from cli_helpers import metarun, start_metarun
+from cli_helpers import logged, metarun, start_metarun, wait_for_step
 
-from metarun.tracking.metrics_file import read_metrics
 from metarun.training.checkpoint import load_checkpoint
 from metarun.training.preemption import Preempted, StopSignals
 
@@ -41,24 +39,6 @@ def test_the_previous_python_handler_gets_the_signal_afterwards() -> None:
 def test_preempted_exits_like_the_signal() -> None:
     stopped = Preempted(signal.SIGTERM, 17)
     assert stopped.exit_code == 143 and str(stopped) == "stopped by SIGTERM at step 17"
-
-
-def wait_for_step(run_dir: Path, step: int, timeout: float = 120.0) -> None:
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metrics.is_file() and any(r["step"] >= step for r in read_metrics(metrics)):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{metrics} never reached step {step}")
-
-
-def logged(run_dir: Path) -> list[dict]:
-    """Everything a run logged except wall-clock measurements."""
-    return [
-        {k: v for k, v in record.items() if not k.startswith("perf/")}
-        for record in read_metrics(run_dir / "metrics.jsonl")
-    ]
 
 
 LONG_ENOUGH = ("trainer.max_steps=120", "trainer.val_every=40", "trainer.log_every=1")

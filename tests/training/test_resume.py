@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from cli_helpers import logged
 
 from metarun.run import RunContext, run
 from metarun.tracking.metrics_file import read_metrics
 from metarun.training.checkpoint import load_checkpoint
 from metarun.training.trainer import Trainer
-
-
-def logged(run_dir: Path) -> list[dict]:
-    """Everything a run logged except wall-clock measurements."""
-    return [
-        {k: v for k, v in record.items() if not k.startswith("perf/")}
-        for record in read_metrics(run_dir / "metrics.jsonl")
-    ]
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "protonet"])
