@@ -85,6 +85,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> FewShotLearner
     state = load_checkpoint(checkpoint_path(path))
     cfg = OmegaConf.create(state["config"])
     data = build(cfg, "dataset")
+    if hasattr(data, "load_state_dict"):  # normalisation measured on the training data
+        data.load_state_dict(state.get("data", {}))
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
     learner.load_state_dict(state["learner"])
     device = torch.device(device)

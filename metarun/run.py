@@ -32,7 +32,7 @@ from metarun.continuing import (
     stable_run_id,
     warn_about_changes,
 )
-from metarun.data.episodes import EpisodeSpec, FixedEpisodes
+from metarun.data.episodes import EpisodeSpec, FixedEpisodes, TaskSampler
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
@@ -198,15 +198,16 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
 
     evaluation = data.episodes
     train_spec = learner.training_episodes(evaluation)
-    sampler = data.sampler("train", train_spec, training_keys(train_spec, evaluation))
-    sampler.to(runtime.device)
-    val_episodes = FixedEpisodes(
-        data.sampler("val", evaluation).to(runtime.device), cfg.eval.val_episodes, cfg.eval.seed
-    )
+    def placed(split: str, spec: EpisodeSpec, *keys: str) -> TaskSampler:
+        sampler = data.sampler(split, spec, *keys)
+        if hasattr(data, "place"):  # image data sets choose device or pinned host memory
+            return data.place(sampler, runtime.device)
+        return sampler.to(runtime.device)
+
+    sampler = placed("train", train_spec, training_keys(train_spec, evaluation))
+    val_episodes = FixedEpisodes(placed("val", evaluation), cfg.eval.val_episodes, cfg.eval.seed)
     test_episodes = FixedEpisodes(
-        data.sampler("test", evaluation).to(runtime.device),
-        cfg.eval.test_episodes,
-        cfg.eval.seed + 1,
+        placed("test", evaluation), cfg.eval.test_episodes, cfg.eval.seed + 1
     )
 
     check_learning_rate(cfg)
@@ -233,6 +234,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
             "config": resolved,
             "overrides": list(context.overrides),
             "wandb_run_id": run_id,
+            "data": data.state_dict() if hasattr(data, "state_dict") else {},
         },
     )
     if resumed is not None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from metarun.data.augment import Augmentation
 from metarun.errors import ConfigError
 
 
@@ -115,6 +117,18 @@ class ClassImages:
     def num_classes(self) -> int:
         return len(self.names)
 
+    @property
+    def groups(self) -> list[str]:
+        """Each class's group: its name up to the first ``/`` (an alphabet, a radical, a
+        category), or the whole name for data sets without groups."""
+        return [name.split("/", 1)[0] for name in self.names]
+
+    @cached_property
+    def group_index(self) -> Tensor:
+        """Each class's group as an integer, groups numbered in order of first appearance."""
+        numbers: dict[str, int] = {}
+        return torch.tensor([numbers.setdefault(g, len(numbers)) for g in self.groups])
+
     def select(self, class_indices: list[int]) -> ClassImages:
         """A subset of classes, in the given order."""
         rows = [
@@ -166,8 +180,11 @@ class EpisodeSampler:
     """N-way K-shot Q-query episodes from class-indexed uint8 images.
 
     Sampling is tensor indexing only (no file or PIL work): classes are chosen by sorting random
-    keys, examples within each class likewise, and images are converted to float on the
-    sampler's device by ``decode``.
+    keys, examples within each class likewise, and images are augmented (training only) and
+    converted to floats by ``decode`` on the device the episodes are for.
+
+    ``within_group`` draws every episode's classes from one group (an Omniglot alphabet, a kanji
+    radical, a tieredImageNet category): the harder, within-alphabet protocol of Lake et al.
     """
 
     def __init__(
@@ -177,22 +194,41 @@ class EpisodeSampler:
         decode: Callable[[Tensor], Tensor],
         split: str = "train",
         keys: tuple[str, str, str] = ("dataset.ways", "dataset.shots", "dataset.queries"),
+        augmentation: Augmentation | None = None,
+        within_group: bool = False,
     ) -> None:
         check_episode_fits(classes, spec, split, keys)
         self.classes = classes
         self.spec = spec
         self.decode = decode
         self.split = split
+        self.augmentation = augmentation
+        self.within_group = within_group
+        if within_group:
+            check_groups_fit(classes, spec, split, keys[0])
+            self._group_sizes = torch.bincount(classes.group_index)
         self._images = classes.images
+        self.device = torch.device("cpu")
 
-    def to(self, device: torch.device | str) -> EpisodeSampler:
-        self._images = self.classes.images.to(device)
+    @property
+    def nbytes(self) -> int:
+        """Size of the stored images: what placing them on an accelerator costs."""
+        return self.classes.images.numel() * self.classes.images.element_size()
+
+    def to(self, device: torch.device | str, keep_on_host: bool = False) -> EpisodeSampler:
+        """Episodes for ``device``. The images move there too unless ``keep_on_host``: then
+        each episode is gathered on the host into pinned memory and copied asynchronously."""
+        self.device = torch.device(device)
+        self._images = self.classes.images if keep_on_host else self.classes.images.to(device)
         return self
 
     def draw(self, count: int, generator: torch.Generator) -> Tensor:
-        """Image indices ``[count, N, K+Q]``: support first, then query, for each class."""
+        """Image indices ``[count, N, K+Q]``, support first, then query, for each class; with
+        augmentation ``[count, N, K+Q, 4]``: index, flip, crop row and column offsets."""
         n, per_class = self.spec.ways, self.spec.shots + self.spec.queries
         class_keys = torch.rand(count, self.classes.num_classes, generator=generator)
+        if self.within_group:
+            class_keys.masked_fill_(~self._members_of_drawn_groups(count, generator), 2.0)
         chosen = class_keys.argsort(dim=1)[:, :n]  # [count, N] distinct classes
         counts = self.classes.counts[chosen]
         largest = int(self.classes.counts.max())
@@ -200,12 +236,32 @@ class EpisodeSampler:
         # Positions past a class's size can never be picked.
         example_keys.masked_fill_(torch.arange(largest) >= counts[..., None], float("inf"))
         within = example_keys.argsort(dim=2)[..., :per_class]
-        return self.classes.offsets[chosen][..., None] + within
+        plan = self.classes.offsets[chosen][..., None] + within
+        if self.augmentation is None:
+            return plan
+        choices = self.augmentation.draw(tuple(plan.shape), generator)
+        return torch.cat([plan[..., None], choices], dim=-1)
+
+    def _members_of_drawn_groups(self, count: int, generator: torch.Generator) -> Tensor:
+        """``[count, classes]`` masks: the classes of one eligible group per episode."""
+        eligible = torch.nonzero(self._group_sizes >= self.spec.ways).flatten()
+        picks = eligible[torch.randint(len(eligible), (count,), generator=generator)]
+        return self.classes.group_index[None, :] == picks[:, None]
 
     def gather(self, plan: Tensor) -> EpisodeBatch:
-        count, n, _ = plan.shape
+        count, n = plan.shape[:2]
         k, q = self.spec.shots, self.spec.queries
-        images = self.decode(self._images[plan.to(self._images.device)])  # [B, N, K+Q, C, H, W]
+        index = plan[..., 0] if plan.dim() == 4 else plan
+        pixels = self._images[index.to(self._images.device)]  # [B, N, K+Q, C, H, W]
+        if pixels.device != self.device:
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory()
+            pixels = pixels.to(self.device, non_blocking=True)
+        if self.augmentation is not None and plan.dim() == 4:
+            flat = pixels.flatten(0, 2)
+            choices = plan[..., 1:].reshape(-1, 3)
+            pixels = self.augmentation.apply(flat, choices).view(pixels.shape)
+        images = self.decode(pixels)
         shape = images.shape[3:]
         labels = torch.arange(n, device=images.device)
         return EpisodeBatch(
@@ -214,6 +270,18 @@ class EpisodeSampler:
             query_x=images[:, :, k:].reshape(count, n * q, *shape),
             query_y=labels.repeat_interleave(q).expand(count, -1),
             ways=n,
+        )
+
+
+def check_groups_fit(classes: ClassImages, spec: EpisodeSpec, split: str, ways_key: str) -> None:
+    """Within-group episodes need a group with at least N classes."""
+    sizes = torch.bincount(classes.group_index)
+    if int(sizes.max()) < spec.ways:
+        raise ConfigError(
+            ways_key,
+            f"within-group {spec.ways}-way episodes need a group with {spec.ways} classes, but "
+            f"the largest group of the {split} split has {int(sizes.max())}; use at most "
+            f"{int(sizes.max())} or set dataset.within_group=false",
         )
 
 

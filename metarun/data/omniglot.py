@@ -27,22 +27,19 @@ import logging
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
 from metarun.data.cache import cache_key, cached, files_fingerprint
 from metarun.data.download import Archive, download_and_extract
-from metarun.data.episodes import ClassImages, EpisodeSampler, EpisodeSpec
+from metarun.data.episodes import ClassImages
+from metarun.data.image_dataset import ImageDataset, Split
 from metarun.data.images import ImageFormat
-from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-Split = Literal["train", "val", "test"]
 
 _MIRRORS = (
     "https://github.com/brendenlake/omniglot/raw/master/python/{}",
@@ -206,12 +203,8 @@ def vinyals_split(characters: ClassImages) -> dict[Split, ClassImages]:
     return splits
 
 
-class Omniglot:
-    """Omniglot episodes under a chosen split scheme.
-
-    Constructing it reads nothing; the images are decoded on the first ``sampler`` call, so a
-    trained learner can be rebuilt from its config (``metarun.load``) without the data set.
-    """
+class Omniglot(ImageDataset):
+    """Omniglot episodes under a chosen split scheme (shared options: ``ImageDataset``)."""
 
     def __init__(
         self,
@@ -225,15 +218,11 @@ class Omniglot:
         rotate: bool = True,
         rotate_eval: bool = False,
         image_size: int = 28,
-        ways: int = 5,
-        shots: int = 1,
-        queries: int = 15,
-        cache_dir: str | None = None,
+        **options: Any,
     ) -> None:
         if split not in ("lake", "vinyals"):
             raise ConfigError("dataset.split", f"must be 'lake' or 'vinyals', got {split!r}")
-        if image_size < 1:
-            raise ConfigError("dataset.image_size", f"must be positive, got {image_size}")
+        super().__init__(ImageFormat(size=image_size, channels=1, invert=True), **options)
         self.root = Path(root).expanduser()
         self.download = download
         self.split = split
@@ -241,23 +230,16 @@ class Omniglot:
         self.val_alphabets = held_out_alphabets(val_alphabets)
         self.split_seed = split_seed
         self.rotate = {"train": rotate, "val": rotate_eval, "test": rotate_eval}
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.image_format = ImageFormat(size=image_size, channels=1, invert=True)
-        self.episodes = EpisodeSpec(ways=ways, shots=shots, queries=queries)
-        self.task = TaskSpec("classification", self.image_format.shape, ways)
-        self._splits: dict[Split, ClassImages] | None = None
         self._rotated: dict[Split, ClassImages] = {}
 
     def classes(self, split: Split) -> ClassImages:
-        if self._splits is None:
-            self._splits = self._load_splits()
         if not self.rotate[split]:
-            return self._splits[split]
+            return super().classes(split)
         if split not in self._rotated:
-            self._rotated[split] = rotated(self._splits[split])
+            self._rotated[split] = rotated(super().classes(split))
         return self._rotated[split]
 
-    def _load_splits(self) -> dict[Split, ClassImages]:
+    def load_splits(self) -> dict[Split, ClassImages]:
         background, evaluation = (
             decode_folder(
                 ensure_folder(self.root, folder, self.download, ARCHIVES),
@@ -281,15 +263,3 @@ class Omniglot:
                     f"images_background and images_evaluation",
                 )
         return splits
-
-    def sampler(
-        self,
-        split: Split,
-        spec: EpisodeSpec,
-        keys: tuple[str, str, str] = ("dataset.ways", "dataset.shots", "dataset.queries"),
-    ) -> EpisodeSampler:
-        return EpisodeSampler(self.classes(split), spec, self.image_format.decode, split, keys)
-
-    def preprocess(self, image: Image.Image) -> Tensor:
-        """A raw image as the float ``[1, H, W]`` tensor the model was trained on."""
-        return self.image_format.decode(self.image_format.encode(image))

@@ -279,7 +279,13 @@ def test_sampler_on_the_sample(sample: Callable[..., Omniglot]) -> None:
     assert batch.support_x.shape == (3, 5, 1, 28, 28)
     assert batch.query_x.shape == (3, 75, 1, 28, 28)
     assert batch.support_x.dtype == torch.float32
-    assert 0.0 <= float(batch.query_x.min()) and float(batch.query_x.max()) <= 1.0
+    # Normalised with the statistics of the training split (not of the test split).
+    norm = omniglot.normalization
+    train = omniglot.image_format.decode(omniglot.classes("train").images)
+    assert norm is not None and norm.mean[0] == pytest.approx(float(train.mean()), abs=1e-5)
+    assert norm.std[0] == pytest.approx(float(train.std()), abs=1e-4)
+    pixels = batch.query_x * norm.std[0] + norm.mean[0]
+    assert -1e-5 <= float(pixels.min()) and float(pixels.max()) <= 1.0 + 1e-5
 
     keys = ("algorithm.train_ways", "algorithm.train_shots", "algorithm.train_queries")
     with pytest.raises(ConfigError, match=r"^algorithm\.train_shots \+ algorithm\.train_queries"):
@@ -306,9 +312,9 @@ def test_preprocess_matches_the_cached_training_images(
         x = omniglot.preprocess(image)
         fmt = omniglot.image_format
         assert x.shape == (1, 28, 28) and x.dtype == torch.float32
-        assert torch.equal(x, fmt.decode(fmt.encode(image)))
+        assert torch.equal(x, omniglot.decoder(fmt.encode(image)))
         cached = classes.images[int(classes.offsets[index]) + position]
-        assert torch.equal(x, fmt.decode(cached))
+        assert torch.equal(x, omniglot.decoder(cached))
         # The mode the user's image arrives in does not matter.
         assert torch.equal(omniglot.preprocess(image.convert("RGB")), x)
 
