@@ -198,6 +198,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
 
     evaluation = data.episodes
     train_spec = learner.training_episodes(evaluation)
+
     def placed(split: str, spec: EpisodeSpec, *keys: str) -> TaskSampler:
         sampler = data.sampler(split, spec, *keys)
         if hasattr(data, "place"):  # image data sets choose device or pinned host memory
