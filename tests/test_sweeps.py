@@ -115,7 +115,7 @@ def test_a_failing_member_does_not_stop_the_others(tmp_path, tiny_overrides) -> 
 
 
 SINUSOID_SEARCH = (
-    "experiment=quickstart",
+    "experiment=sinusoid",
     "logger=none",
     "trainer.max_steps=6",
     "trainer.val_every=3",
