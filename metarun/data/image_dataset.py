@@ -69,8 +69,8 @@ class ImageDataset:
         self._normalization = (
             Normalization.of(mean, std, image_format.channels) if mean is not None else None
         )
-        if self._normalization is not None and 0.0 in self._normalization.std:
-            raise ConfigError("dataset.std", f"must be positive, got {list(std)}")
+        if self._normalization is not None and min(self._normalization.std) <= 0.0:
+            raise ConfigError("dataset.std", f"must be positive, got {std!r}")
         self.augmentation = Augmentation.from_config(augment)
         self.within_group = within_group
         self.placement = placement
