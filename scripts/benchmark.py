@@ -38,6 +38,7 @@ high-water mark across exec, which would hide the child's own peak.
 Run from the repository root::
 
     python scripts/benchmark.py [--quick] [--repeats N] [--threads N] [--device auto|cpu|cuda]
+    python scripts/benchmark.py --data [--no-caches]   # data loading (scripts/data_benchmark.py)
 
 ``--quick`` times only the headline cases (1-step second-order MAML, ProtoNet) with fewer
 repeats, about a minute on 2 idle CPU cores.
@@ -615,6 +616,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per case")
     parser.add_argument("--quick", action="store_true", help="headline cases, fewer repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--data", action="store_true", help="data loading instead: samplers and cache builds"
+    )
+    parser.add_argument("--no-caches", action="store_true", help="with --data: samplers only")
     parser.add_argument("--child-case", help=argparse.SUPPRESS)
     parser.add_argument("--child-result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -634,6 +639,13 @@ def main() -> None:
         sys.exit(f"benchmark.py: --device/--threads: {error}")
     device = runtime.device
     threads = torch.get_num_threads()
+    if args.data:
+        import data_benchmark  # next to this file
+
+        started = time.perf_counter()
+        data_benchmark.run(device, args.repeats, workers=None, caches=not args.no_caches)
+        print(f"\ntotal wall time {time.perf_counter() - started:.0f} s, {threads} threads")
+        return
     if args.child_case is not None:
         case = Case(**json.loads(args.child_case))
         torch.save(run_case(case, device, args.repeats), args.child_result)

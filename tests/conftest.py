@@ -7,6 +7,8 @@ so the sample is decoded once per session and nothing is written to the user's `
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,19 @@ def omniglot_sample_root() -> Path:
 def data_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A decoded-data cache shared by every test of the session (never ``~/.cache``)."""
     return tmp_path_factory.mktemp("metarun-data-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _never_the_users_cache(data_cache_dir: Path) -> Iterator[None]:
+    """Every test, and every ``metarun`` process a test starts, caches data in the session's
+    directory: a test that forgets ``dataset.cache_dir`` must not fill ``~/.cache``."""
+    previous = os.environ.get("METARUN_CACHE_DIR")
+    os.environ["METARUN_CACHE_DIR"] = str(data_cache_dir)
+    yield
+    if previous is None:
+        os.environ.pop("METARUN_CACHE_DIR", None)
+    else:
+        os.environ["METARUN_CACHE_DIR"] = previous
 
 
 @pytest.fixture

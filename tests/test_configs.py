@@ -57,11 +57,25 @@ def test_the_paper_settings_follow_the_algorithm_and_data_set(compose_config) ->
     assert compose_config(["algorithm=protonet", "optimizer=adam"]).scheduler is None
 
 
+# Presets on their own data sets, made small: the Omniglot sample, a few rendered kanji.
+SMALL_DATA = {
+    "Omniglot": lambda tiny: [
+        o for o in tiny if o.startswith(("dataset.root", "dataset.cache_dir"))
+    ],
+    "Kanji": lambda tiny: [
+        "dataset.characters_per_split=24",  # the quickstart trains 20-way
+        "dataset.drawings=16",  # 1 shot + 15 queries
+        "dataset.workers=1",
+        *[o for o in tiny if o.startswith("dataset.cache_dir")],
+    ],
+}
+
+
+@pytest.mark.usefixtures("isolated_data_cache")
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_preset_runs(experiment, tmp_path, compose_config, tiny_overrides) -> None:
-    shortened = [
-        o for o in tiny_overrides("maml") if o.startswith(("dataset.root", "dataset.cache_dir"))
-    ]
+    target = compose_config([f"experiment={experiment}"]).dataset._target_.rsplit(".", 1)[-1]
+    small_data = SMALL_DATA.get(target, lambda tiny: [])(tiny_overrides("maml"))
     cfg = compose_config(
         [
             f"experiment={experiment}",
@@ -71,12 +85,8 @@ def test_every_experiment_preset_runs(experiment, tmp_path, compose_config, tiny
             "eval.val_episodes=2",
             "eval.test_episodes=2",
             "algorithm.meta_batch_size=2",
-            *(shortened if cfg_uses_omniglot(compose_config, experiment) else []),
+            *small_data,
         ]
     )
     run(cfg, RunContext(tmp_path, experiment))
     assert (tmp_path / "summary.json").is_file()
-
-
-def cfg_uses_omniglot(compose_config, experiment: str) -> bool:
-    return compose_config([f"experiment={experiment}"]).dataset._target_.endswith("Omniglot")
