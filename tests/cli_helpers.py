@@ -87,3 +87,23 @@ def logged(run_dir: Path) -> list[dict]:
         {k: v for k, v in record.items() if not k.startswith("perf/")}
         for record in read_metrics(run_dir / "metrics.jsonl")
     ]
+
+
+# A few steps of 3-way episodes with a narrow Conv-4: every stage of a run (data,
+# meta-training, validation, checkpoints, test) executes in seconds on two cores.
+TINY_SETTINGS = (
+    "logger=none",
+    "dataset.ways=3",
+    "dataset.queries=2",
+    "model.hidden_channels=8",
+    "trainer.max_steps=4",
+    "trainer.val_every=2",
+    "trainer.log_every=1",
+    "eval.val_episodes=4",
+    "eval.test_episodes=6",
+    "eval.batch_size=4",
+)
+TINY_ALGORITHM = {
+    "maml": ("algorithm=maml", "algorithm.meta_batch_size=2"),
+    "protonet": ("algorithm=protonet", "algorithm.train_ways=5", "algorithm.train_queries=2"),
+}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import TINY_ALGORITHM, TINY_SETTINGS
 
 OMNIGLOT_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
 OMNIGLOT_SAMPLE_FOLDERS = ("images_background_small1", "images_background_small2")
@@ -58,25 +59,7 @@ def isolated_data_cache(data_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 # -- Whole runs, kept tiny ------------------------------------------------------------------
-# A few steps of 3-way episodes on the real sample with a narrow Conv-4: every stage of a run
-# (data, meta-training, validation, checkpoints, test) executes in seconds on two cores.
-TINY_RUN = (
-    "experiment=omniglot_sample",
-    "logger=none",
-    "dataset.ways=3",
-    "dataset.queries=2",
-    "model.hidden_channels=8",
-    "trainer.max_steps=4",
-    "trainer.val_every=2",
-    "trainer.log_every=1",
-    "eval.val_episodes=4",
-    "eval.test_episodes=6",
-    "eval.batch_size=4",
-)
-TINY_ALGORITHM = {
-    "maml": ("algorithm=maml", "algorithm.meta_batch_size=2"),
-    "protonet": ("algorithm=protonet", "algorithm.train_ways=5", "algorithm.train_queries=2"),
-}
+TINY_RUN = ("experiment=omniglot_sample", *TINY_SETTINGS)  # on the real sample
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,21 @@ def sample_copy(omniglot_sample_root: Path) -> Callable[..., Path]:
     return lambda root, layout, drawings=3: copy_sample_tree(
         omniglot_sample_root, root, layout, drawings
     )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server for ``tmp_path/served`` (torchvision's downloads need HTTP)."""
+    directory = tmp_path / "served"
+    directory.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=directory))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", directory
+    httpd.shutdown()
+    httpd.server_close()

@@ -8,7 +8,6 @@ the real 100 class names and superclasses, and four images per class instead of 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -17,9 +16,7 @@ import os
 import pickle
 import struct
 import tarfile
-import threading
-from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -439,34 +436,16 @@ def test_unofficial_files_are_read_with_a_warning(
 # --------------------------------------------------------------------------- download
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A local HTTP server for ``tmp_path/served`` (torchvision's downloads need HTTP)."""
-    directory = tmp_path / "served"
-    directory.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=directory))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", directory
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_download_goes_through_torchvision(
-    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, served = server
+    url, directory = served
     source = write_cifar100(tmp_path / "source", per_class={"train": 2, "test": 1})
-    archive = served / "cifar-100-python.tar.gz"
+    archive = directory / "cifar-100-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(source / "cifar-100-python", arcname="cifar-100-python")
     folder = source / "cifar-100-python"
@@ -486,10 +465,10 @@ def test_download_goes_through_torchvision(
 
 
 def test_a_failed_download_is_one_line(
-    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, served: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, served = server
-    (served / "cifar-100-python.tar.gz").write_bytes(b"not the archive")
+    url, directory = served
+    (directory / "cifar-100-python.tar.gz").write_bytes(b"not the archive")
     monkeypatch.setattr(
         cifar100_module.TorchvisionCIFAR100, "url", f"{url}/cifar-100-python.tar.gz"
     )

@@ -6,16 +6,13 @@ The tests write a tiny ``CUB_200_2011/`` in the official layout: real JPEG files
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import random
 import tarfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
 
@@ -266,24 +263,6 @@ def test_a_malformed_table_is_named(tmp_path: Path, table: str) -> None:
 
 
 # --------------------------------------------------------------------------- download
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A local HTTP server for ``tmp_path/served`` (torchvision's downloads need HTTP)."""
-    directory = tmp_path / "served"
-    directory.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=directory))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", directory
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def official_like_archive(tmp_path: Path, target: Path) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import metarun, one_line_error
+from cli_helpers import TINY_ALGORITHM, TINY_SETTINGS, metarun, one_line_error
 from PIL import Image
 
 from metarun.data import kanji as kanji_module
@@ -196,21 +196,9 @@ TINY = (
     "dataset.characters_per_split=12",
     "dataset.drawings=4",
     "dataset.workers=1",
-    "dataset.ways=3",
-    "dataset.queries=2",
-    "model.hidden_channels=8",
-    "trainer.max_steps=4",
-    "trainer.val_every=2",
-    "trainer.log_every=1",
-    "eval.val_episodes=4",
-    "eval.test_episodes=6",
-    "eval.batch_size=4",
-    "logger=none",
+    *TINY_SETTINGS,
 )
-ALGORITHM = {
-    "maml": ("algorithm=maml", "algorithm.meta_batch_size=2"),
-    "protonet": ("algorithm=protonet", "algorithm.train_ways=5", "algorithm.train_queries=2"),
-}
+ALGORITHM = TINY_ALGORITHM
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "maml"])
