@@ -53,7 +53,7 @@ def test_a_quoted_directory_reaches_hydra_unchanged(path: str) -> None:
 
 def test_rank_0_resolves_the_directories_hydra_would(tmp_path: Path) -> None:
     run_dir, sweep_dir = output_dirs(str(CONFIG_DIR), ["algorithm=protonet", "seed=1"])
-    stamp = re.fullmatch(r"outputs/runs/(.+)_protonet-omniglot", run_dir)
+    stamp = re.fullmatch(r"outputs/runs/(.+)_protonet-kanji", run_dir)
     assert stamp is not None and sweep_dir == f"outputs/multirun/{stamp.group(1)}"
     resumed = tmp_path / "earlier run"
     (resumed / "checkpoints").mkdir(parents=True)
