@@ -32,7 +32,7 @@ from metarun.algorithms import ProtoNet
 from metarun.data.decode_pool import decode_bytes
 from metarun.data.episodes import ClassImages, EpisodeSampler, EpisodeSpec
 from metarun.data.folder import ImageFolder
-from metarun.data.image_dataset import ImageDataset
+from metarun.data.image_dataset import ImageDataset, keeps_on_host
 from metarun.data.images import Decoder, ImageFormat, Normalization
 from metarun.data.kanji import Kanji
 from metarun.data.omniglot import Omniglot
@@ -88,13 +88,6 @@ def fastest(step: Callable[[], object], device: torch.device, repeats: int) -> f
     return min(times)
 
 
-class Placed(ImageDataset):
-    """Just the base's placement rule, for samplers built by hand."""
-
-    def load_splits(self):  # pragma: no cover - never called
-        raise NotImplementedError
-
-
 def sampler_for(layout: Layout, device: torch.device) -> tuple[EpisodeSampler, str]:
     images = torch.empty(
         layout.classes * layout.per_class, layout.channels, layout.size, layout.size,
@@ -105,7 +98,7 @@ def sampler_for(layout: Layout, device: torch.device) -> tuple[EpisodeSampler, s
     image_format = ImageFormat(size=layout.size, channels=layout.channels)
     norm = Normalization((0.5,) * layout.channels, (0.25,) * layout.channels)
     sampler = EpisodeSampler(classes, SPEC, Decoder(image_format, norm))
-    placed = Placed(image_format).place(sampler, device)
+    placed = sampler.to(device, keep_on_host=keeps_on_host("auto", sampler, device))
     where = "device" if placed._images.device == device else "pinned host"
     return placed, where if device.type == "cuda" else "cpu"
 

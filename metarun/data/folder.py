@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from metarun.data.cache import cache_key, cached, files_fingerprint
+from metarun.data.decode_pool import decode_files
 from metarun.data.episodes import ClassImages
 from metarun.data.image_dataset import SPLITS, ImageDataset, Split
 from metarun.data.images import ImageFormat
@@ -138,14 +138,7 @@ def decode_tree(
 
     def build() -> dict:
         log.info("decoding %d images from %s (once; cached after)", len(all_files), root)
-        images = torch.empty(len(all_files), *image_format.shape, dtype=torch.uint8)
-        for row, path in enumerate(all_files):
-            try:
-                with Image.open(path) as image:
-                    images[row] = image_format.encode(image)
-            except (UnidentifiedImageError, OSError, ValueError) as error:
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                raise DataError(f"{path} is not a readable image ({reason})") from None
+        images = decode_files(all_files, image_format, "images")
         counts = torch.tensor([len(paths) for paths in classes.values()])
         return {"images": images, "counts": counts, "names": list(classes)}
 

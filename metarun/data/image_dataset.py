@@ -126,13 +126,7 @@ class ImageDataset:
         )
 
     def place(self, sampler: EpisodeSampler, device: torch.device) -> EpisodeSampler:
-        """Images on the accelerator when they fit (``auto``: a quarter of its memory), else
-        in host memory, gathered per episode into pinned buffers."""
-        keep_on_host = self.placement == "host"
-        if self.placement == "auto" and device.type == "cuda":
-            total = torch.cuda.get_device_properties(device).total_memory
-            keep_on_host = sampler.nbytes > total // 4
-        return sampler.to(device, keep_on_host=keep_on_host)
+        return sampler.to(device, keep_on_host=keeps_on_host(self.placement, sampler, device))
 
     def preprocess(self, image: Image.Image) -> Tensor:
         """A raw image as the float ``[C, H, W]`` tensor the model was trained on."""
@@ -147,6 +141,14 @@ class ImageDataset:
         if state.get("normalization") is not None and self.normalize:
             mean, std = state["normalization"]
             self._normalization = Normalization(tuple(mean), tuple(std))
+
+
+def keeps_on_host(placement: str, sampler: EpisodeSampler, device: torch.device) -> bool:
+    """Images go on the accelerator when they fit (``auto``: a quarter of its memory), else
+    stay in host memory, gathered per episode into pinned buffers."""
+    if placement == "auto" and device.type == "cuda":
+        return sampler.nbytes > torch.cuda.get_device_properties(device).total_memory // 4
+    return placement == "host"
 
 
 def _rounded(values: tuple[float, ...]) -> list[float]:

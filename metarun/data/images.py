@@ -69,7 +69,9 @@ class Normalization:
         return Normalization(tuple(mean.tolist()), tuple(std.tolist()))
 
     @staticmethod
-    def of(mean: Sequence[float] | float, std: Sequence[float] | float, channels: int):
+    def of(
+        mean: Sequence[float] | float, std: Sequence[float] | float, channels: int
+    ) -> Normalization:
         """From config values: one number (every channel) or one per channel."""
         mean = [float(mean)] * channels if isinstance(mean, int | float) else list(mean)
         std = [float(std)] * channels if isinstance(std, int | float) else list(std)

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from metarun.data.cache import cache_key, cached, files_fingerprint
+from metarun.data.decode_pool import decode_files
 from metarun.data.download import Archive, download_and_extract
 from metarun.data.episodes import ClassImages
 from metarun.data.image_dataset import ImageDataset, Split
@@ -121,13 +121,7 @@ def decode_folder(path: Path, image_format: ImageFormat, cache_dir: Path | None)
 
     def build() -> dict:
         log.info("decoding %d Omniglot images from %s (once; cached after)", len(all_files), path)
-        images = torch.empty(len(all_files), *image_format.shape, dtype=torch.uint8)
-        for row, png in enumerate(all_files):
-            try:
-                with Image.open(png) as image:
-                    images[row] = image_format.encode(image)
-            except (UnidentifiedImageError, OSError) as error:
-                raise DataError(f"{png} is not a readable image ({error})") from None
+        images = decode_files(all_files, image_format, "Omniglot images")
         counts = torch.tensor([len(pngs) for pngs in characters.values()])
         return {"images": images, "counts": counts, "names": list(characters)}
 

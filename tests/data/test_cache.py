@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from metarun.data import cache as cache_module
+from metarun.data import decode_pool
 from metarun.data.cache import cache_key, cached, default_cache_dir
 from metarun.data.images import ImageFormat
 from metarun.data.omniglot import Omniglot
@@ -47,15 +48,15 @@ def entries(cache_dir: Path) -> dict[str, int]:
 
 @pytest.fixture
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every ``PIL.Image.open`` call from now on, by file name."""
+    """Every image file decoded from now on, by file name."""
     calls: list[str] = []
-    real_open = Image.open
+    real_decode = decode_pool.decode_file
 
-    def counting_open(path, *args, **kwargs):
+    def counting_decode(path, *args, **kwargs):
         calls.append(Path(path).name)
-        return real_open(path, *args, **kwargs)
+        return real_decode(path, *args, **kwargs)
 
-    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(decode_pool, "decode_file", counting_decode)
     return calls
 
 

@@ -379,7 +379,7 @@ def test_decoded_once_and_rebuilt_when_a_file_changes(
         raise AssertionError("decoded again although the cache is current")
 
     with monkeypatch.context() as patched:
-        patched.setattr("metarun.data.folder.Image.open", refuse)
+        patched.setattr(ImageFormat, "encode", refuse)
         _, again = decode_tree(root, "auto", fmt, cache)
     assert torch.equal(first.images, again.images) and first.names == again.names
 
