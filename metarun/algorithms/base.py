@@ -47,3 +47,14 @@ class MetaLearner(Protocol):
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         """Adapt to one new task; the returned function maps query inputs to predictions."""
         ...
+
+
+@runtime_checkable
+class Scheduled(Protocol):
+    """A learner whose objective changes over meta-training (MAML++ anneals its multi-step loss
+    weights and its derivative order). The trainer calls ``start_step`` before each meta-step;
+    the learner's behaviour must follow from ``step`` alone, so a resumed run continues it."""
+
+    def start_step(self, step: int, max_steps: int) -> None:
+        """``step`` counts from 1 to ``max_steps`` (``trainer.max_steps``)."""
+        ...

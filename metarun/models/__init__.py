@@ -9,10 +9,21 @@ from metarun.models.episode_norm import (
     use_episode_statistics,
 )
 from metarun.models.mlp import MLP
-from metarun.models.norm import BatchStatsNorm, use_batch_statistics
+from metarun.models.norm import (
+    BATCH_NORM_MODES,
+    BatchStatsNorm,
+    PerStepBatchNorm,
+    StepIndexed,
+    apply_batch_norm,
+    use_batch_statistics,
+)
 
 __all__ = [
+    "BATCH_NORM_MODES",
     "MLP",
+    "PerStepBatchNorm",
+    "StepIndexed",
+    "apply_batch_norm",
     "BatchStatsNorm",
     "Conv4",
     "EpisodeBatchNorm",

@@ -11,6 +11,8 @@ matches a per-task ``torch.autograd.grad`` loop to float precision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -54,3 +56,103 @@ def use_batch_statistics(model: nn.Module) -> nn.Module:
         else:
             use_batch_statistics(child)
     return model
+
+
+BATCH_NORM_MODES = ("transductive", "per_step", "none")
+
+
+class StepIndexed(nn.Module):
+    """A layer whose weights or statistics depend on the inner-loop step; the gradient-based
+    learners set ``step`` before each forward pass (a Python int, so it is fixed under vmap)."""
+
+    step: int = 0
+
+
+class PerStepBatchNorm(StepIndexed):
+    """MAML++'s BatchNorm (Antoniou et al. 2019, "BNRS" and "BNWB"): running statistics kept
+    separately for each inner step and used at test time, optionally with a separate affine
+    transform per step.
+
+    In training the batch's own statistics normalise (with primitive ops, for the same
+    second-order exactness under vmap as ``BatchStatsNorm``). The forward pass cannot update
+    the running buffers itself, because under vmap its statistics are per task; it leaves them
+    in ``last_stats`` and the learner averages them over the meta-batch and calls
+    ``update_running``, once per step.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        steps: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        per_step_affine: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_features, self.steps = num_features, steps
+        self.eps, self.momentum = eps, momentum
+        self.per_step_affine = per_step_affine
+        shape = (steps, num_features) if per_step_affine else (num_features,)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("running_mean", torch.zeros(steps, num_features))
+        self.register_buffer("running_var", torch.ones(steps, num_features))
+        self.last_stats: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not 0 <= self.step < self.steps:
+            raise IndexError(f"inner step {self.step} of a {self.steps}-step BatchNorm")
+        dims = [d for d in range(x.dim()) if d != 1]
+        shape = [1, self.num_features] + [1] * (x.dim() - 2)
+        if self.training:
+            var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+            n = x.numel() // self.num_features
+            unbiased = var.detach().flatten() * n / max(n - 1, 1)
+            self.last_stats = (mean.detach().flatten(), unbiased)
+        else:
+            mean = self.running_mean[self.step].view(shape)
+            var = self.running_var[self.step].view(shape)
+        normalised = (x - mean) * torch.rsqrt(var + self.eps)
+        weight = self.weight[self.step] if self.per_step_affine else self.weight
+        bias = self.bias[self.step] if self.per_step_affine else self.bias
+        return normalised * weight.view(shape) + bias.view(shape)
+
+    @torch.no_grad()
+    def update_running(self, step: int, mean: Tensor, var: Tensor) -> None:
+        self.running_mean[step].lerp_(mean, self.momentum)
+        self.running_var[step].lerp_(var, self.momentum)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, steps={self.steps}, eps={self.eps}, "
+            f"momentum={self.momentum}, per_step_affine={self.per_step_affine}"
+        )
+
+
+def _replace_batch_norm(model: nn.Module, make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(model, name, make(child))
+        else:
+            _replace_batch_norm(child, make)
+    return model
+
+
+def apply_batch_norm(
+    model: nn.Module, mode: str, steps: int, per_step_affine: bool = False
+) -> nn.Module:
+    """The gradient-based family's one BatchNorm key: ``transductive`` (batch statistics in
+    training and at test), ``per_step`` (running statistics per inner step, MAML++), ``none``
+    (normalisation layers removed)."""
+    if mode == "transductive":
+        return use_batch_statistics(model)
+    if mode == "none":
+        return _replace_batch_norm(model, lambda _: nn.Identity())
+    if mode == "per_step":
+        return _replace_batch_norm(
+            model,
+            lambda bn: PerStepBatchNorm(
+                bn.num_features, steps, bn.eps, bn.momentum or 0.1, per_step_affine
+            ),
+        )
+    raise ValueError(f"unknown BatchNorm mode {mode!r}; one of {', '.join(BATCH_NORM_MODES)}")

@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarun.algorithms.base import MetaLearner
+from metarun.algorithms.base import MetaLearner, Scheduled
 from metarun.data.episodes import FixedEpisodes, TaskSampler
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
+from metarun.models.norm import PerStepBatchNorm
 from metarun.tracking.console import Reporter
 from metarun.tracking.logger import Logger
 from metarun.training.checkpoint import Checkpoints
@@ -78,7 +79,7 @@ def running_statistics(module: torch.nn.Module) -> list[Tensor]:
     return [
         buffer
         for layer in module.modules()
-        if isinstance(layer, torch.nn.modules.batchnorm._NormBase)
+        if isinstance(layer, torch.nn.modules.batchnorm._NormBase | PerStepBatchNorm)
         for buffer in (layer.running_mean, layer.running_var)
         if buffer is not None
     ]
@@ -180,7 +181,7 @@ class Trainer:
             window_start, window_steps = time.perf_counter(), 0
             for step in range(self.step + 1, config.max_steps + 1):
                 step_start = time.perf_counter()
-                metrics = self._train_step()
+                metrics = self._train_step(step)
                 self.step_seconds += time.perf_counter() - step_start
                 self.step, window_steps = step, window_steps + 1
                 record: dict[str, float] = {}
@@ -204,7 +205,9 @@ class Trainer:
         if self.best_step is None:  # never validated (max_steps=0): judge the initialisation
             self.logger.log(self._validate_and_save(), self.step)
 
-    def _train_step(self) -> dict[str, Tensor]:
+    def _train_step(self, step: int) -> dict[str, Tensor]:
+        if isinstance(self.learner, Scheduled):
+            self.learner.start_step(step, self.config.max_steps)
         # The whole meta-batch's plan, identical on every process (same generator state), of
         # which each gathers only its own tasks.
         plan = self.sampler.draw(self.learner.meta_batch_size, self.generator)

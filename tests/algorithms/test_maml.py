@@ -213,9 +213,7 @@ def test_frozen_parameters_are_not_adapted() -> None:
     frozen = learner.model.features[0][0].weight
     frozen.requires_grad_(False)
     batch = image_batch(tasks=2, ways=3, shots=1, queries=2)
-    adapted = learner._adapt(
-        learner._detached_params(), batch.support_x[0], batch.support_y[0], 2, True
-    )
+    _, adapted = learner.adapt_batch(batch.support_x, batch.support_y, 2, True)[-1]
     assert "features.0.0.weight" not in adapted and "head.weight" in adapted
     loss, _ = learner.meta_loss(batch)
     loss.backward()
