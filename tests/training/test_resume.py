@@ -23,10 +23,10 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(
 
     real_step = Trainer._train_step
 
-    def node_fails_during_step_6(trainer: Trainer):
-        if trainer.step == 5:
+    def node_fails_during_step_6(trainer: Trainer, step: int):
+        if step == 6:
             raise RuntimeError("node failure")
-        return real_step(trainer)
+        return real_step(trainer, step)
 
     monkeypatch.setattr(Trainer, "_train_step", node_fails_during_step_6)
     with pytest.raises(RuntimeError, match="node failure"):
