@@ -283,6 +283,23 @@ def test_with_every_trick_off_it_is_maml_first_order_then_second_order() -> None
             torch.testing.assert_close(learner.predict(batch), second.predict(batch))
 
 
+def test_checkpointed_steps_give_the_same_meta_gradient_rates_included() -> None:
+    """Recomputed steps must still reach the learned rates and per-step BatchNorm rows, which
+    the step closes over rather than receives."""
+    batch = image_batch()
+    grads = []
+    for checkpoint_steps in (False, True):
+        learner = tiny(msl_anneal_steps=4, first_order_steps=0, checkpoint_steps=checkpoint_steps)
+        learner.start_step(2, 10)
+        loss, _ = learner.meta_loss(batch)
+        loss.backward()
+        grads.append({n: p.grad for n, p in learner.named_parameters()})
+    plain, recomputed = grads
+    assert all(plain[n] is not None for n in plain)
+    for name, g in plain.items():
+        torch.testing.assert_close(recomputed[name], g, atol=1e-10, rtol=1e-8, msg=name)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
