@@ -90,8 +90,10 @@ def test_resume_true_finds_the_run_with_the_same_overrides(tmp_path, tiny_overri
 def test_help_and_composed_config(tmp_path) -> None:
     shown = metarun("--help", cwd=tmp_path)
     assert shown.returncode == 0
-    for group in ("algorithm: maml, protonet", "hardware:", "logger:"):
+    for group in ("algorithm:", "hardware:", "logger:"):
         assert group in shown.stdout
+    (algorithms,) = [line for line in shown.stdout.splitlines() if line.startswith("algorithm: ")]
+    assert {"maml", "protonet", "mamlpp"} <= set(algorithms[len("algorithm: ") :].split(", "))
     (datasets,) = [line for line in shown.stdout.splitlines() if line.startswith("dataset: ")]
     assert {"folder", "omniglot", "sinusoid"} <= set(datasets[len("dataset: ") :].split(", "))
     composed = metarun("--cfg", "job", "algorithm=protonet", "dataset.ways=20", cwd=tmp_path)
@@ -116,8 +118,9 @@ def test_the_sinusoid_data_set_gets_the_paper_settings(tmp_path) -> None:
 
 
 def test_unknown_group_option(tmp_path) -> None:
-    line = one_line_error(metarun("algorithm=reptile", cwd=tmp_path))
-    assert line == "metarun: error: unknown algorithm 'reptile'; valid: maml, protonet"
+    line = one_line_error(metarun("algorithm=imaml", cwd=tmp_path))
+    assert line.startswith("metarun: error: unknown algorithm 'imaml'; valid: ")
+    assert {"maml", "protonet"} <= set(line.split("valid: ")[1].split(", "))
     line = one_line_error(metarun("-m", "dataset=omniglot,imagenet", cwd=tmp_path))
     assert "unknown dataset 'imagenet'" in line
 
