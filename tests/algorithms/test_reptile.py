@@ -268,6 +268,14 @@ def test_the_outer_optimiser_anneals_the_meta_step_linearly_to_zero(compose_conf
     assert rates == pytest.approx([1.0, 0.75, 0.5, 0.25])  # the authors' (1 - i / max_steps)
 
 
+def test_mini_imagenet_gets_the_papers_settings(compose_config) -> None:
+    cfg = compose_config(["algorithm=reptile", "dataset=mini_imagenet"])
+    assert cfg.algorithm.inner_steps == 8 and cfg.algorithm.train_shots == 15
+    assert cfg.model.hidden_channels == 32
+    omniglot = compose_config(["algorithm=reptile", "dataset=omniglot"])
+    assert omniglot.algorithm.inner_steps == 5 and omniglot.trainer.max_steps == 100000
+
+
 TINY_REPTILE = (
     "algorithm=reptile",
     "algorithm.meta_batch_size=2",
