@@ -99,7 +99,7 @@ def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str
     """Config keys behind the training episode shape, for error messages."""
     return (
         "algorithm.train_ways" if train.ways != evaluation.ways else "dataset.ways",
-        "dataset.shots",
+        "algorithm.train_shots" if train.shots != evaluation.shots else "dataset.shots",
         "algorithm.train_queries" if train.queries != evaluation.queries else "dataset.queries",
     )
 

@@ -312,4 +312,4 @@ def test_too_many_train_shots_is_a_one_line_error(tmp_path: Path, tiny_overrides
     line = one_line_error(
         metarun(*reptile_overrides(tiny_overrides, "algorithm.train_shots=25"), cwd=tmp_path)
     )
-    assert "25 + 1 images per class exceed" in line
+    assert "algorithm.train_shots + algorithm.train_queries: 25 + 1 images per class exceed" in line
