@@ -17,6 +17,7 @@ from metarun.models.norm import (
     apply_batch_norm,
     use_batch_statistics,
 )
+from metarun.models.resnet12 import DropBlock, ResNet12
 
 __all__ = [
     "BATCH_NORM_MODES",
@@ -25,6 +26,8 @@ __all__ = [
     "StepIndexed",
     "apply_batch_norm",
     "BatchStatsNorm",
+    "DropBlock",
+    "ResNet12",
     "Conv4",
     "EpisodeBatchNorm",
     "one_running_update",
