@@ -22,6 +22,28 @@ What is measured, one row per case, each row one "meta-step": ``meta_loss`` (or 
   ProtoNet is channels-last). "fp32 |diff|" compares ``predict`` logits in eval mode; "fp64
   |diff|" the train-mode meta-gradient in float64 (the two compute the same one).
 
+* ``--family``: every algorithm of the optimisation-based family (``--algorithms``, default
+  ``maml,anil,metasgd,mamlpp,reptile,meta_lstm``), each built from its YAML as ``metarun``
+  builds it (Hydra ``compose`` of the shipped configs with ``algorithm=<name> model=conv4``, then
+  ``metarun.run.build``), so the rows measure the paper defaults a user runs. Two input shapes of
+  random tensors, 5-way 1-shot: Omniglot (``dataset=omniglot``, 1x28x28) and miniImageNet
+  (``dataset=mini_imagenet``, 3x84x84, ``model.hidden_channels=32``, MAML's miniImageNet width);
+  the episode is what the learner trains on (``training_episodes`` of the data set's 5-way 1-shot
+  15-query; MAML: one query per class). The meta-batch is the YAML's ``meta_batch_size``, capped
+  at 32 tasks for Omniglot and 4 for miniImageNet (MAML's miniImageNet meta-batch) to keep the
+  run short on a CPU (``--max-tasks`` changes the cap). Per algorithm and shape, two rows side by
+  side:
+  - ``batched``: ``learner.meta_loss(batch)`` and ``backward()``, the package's vmapped path.
+  - ``loop``: the same learner one task at a time: for each task ``i``,
+    ``meta_loss(batch[i:i+1])`` and ``backward()`` of that loss divided by the meta-batch size,
+    gradients accumulated; what the learner would cost without batching over tasks.
+  It needs nothing beyond the ``MetaLearner`` protocol, so a new member of the family is
+  benchmarked as soon as its YAML exists; in the default list, names without a YAML yet are
+  skipped (and listed), and a name given to ``--algorithms`` without one is a one-line error.
+  With ``maml`` in the list, two more rows per shape give the cost of ``checkpoint_steps`` for
+  second-order MAML with 5 inner steps (``algorithm.inner_steps=5``): batched, with and without
+  checkpointing, time and peak memory.
+
 Throughput is tasks (episodes) per second: meta-batch size over the seconds of the fastest timed
 repeat, after one untimed warm-up step; the median repeat is shown beside it. The fastest repeat
 is the one least disturbed by other processes, which matters on a shared machine (the load
@@ -39,14 +61,21 @@ Run from the repository root::
 
     python scripts/benchmark.py [--quick] [--repeats N] [--threads N] [--device auto|cpu|cuda]
     python scripts/benchmark.py --data [--no-caches]   # data loading (scripts/data_benchmark.py)
+    python scripts/benchmark.py --family [--quick] [--algorithms maml,anil] [--shapes omniglot]
 
 ``--quick`` times only the headline cases (1-step second-order MAML, ProtoNet) with fewer
-repeats, about a minute on 2 idle CPU cores.
+repeats, about a minute on 2 idle CPU cores. The family rows are a separate mode rather than
+part of the default run: they answer another question (the whole family as configured, not one
+implementation checked against a reference), and together the two would take too long on a CPU.
+``--family`` takes about FAMILY_TIME on 2 CPU cores with the whole family, ``--family --quick``
+(2 repeats, at most 8 tasks) about QUICK_TIME.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -61,15 +90,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarun.algorithms import MAML, ProtoNet
-from metarun.data.episodes import EpisodeBatch
+from metarun.cli import CONFIG_DIR, options
+from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.hardware import Hardware, Runtime
 from metarun.models import Conv4
+from metarun.run import build
 
 IMAGE_SHAPE = (1, 28, 28)
 MAML_WAYS, MAML_SHOTS, MAML_QUERIES, MAML_TASKS = 5, 1, 1, 32
@@ -140,14 +173,22 @@ def cases(quick: bool) -> list[Case]:
 # --- data and learners ---------------------------------------------------------------------------
 
 
-def random_episodes(tasks: int, ways: int, shots: int, queries: int, device: str) -> EpisodeBatch:
-    """Omniglot-shaped random images; labels laid out as ``EpisodeSampler.gather`` does."""
+def random_episodes(
+    tasks: int,
+    ways: int,
+    shots: int,
+    queries: int,
+    device: str,
+    image_shape: tuple[int, ...] = IMAGE_SHAPE,
+) -> EpisodeBatch:
+    """Random images (Omniglot-shaped unless told); labels laid out as
+    ``EpisodeSampler.gather`` does."""
     generator = torch.Generator().manual_seed(1)
     labels = torch.arange(ways)
     batch = EpisodeBatch(
-        support_x=torch.randn(tasks, ways * shots, *IMAGE_SHAPE, generator=generator),
+        support_x=torch.randn(tasks, ways * shots, *image_shape, generator=generator),
         support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.randn(tasks, ways * queries, *IMAGE_SHAPE, generator=generator),
+        query_x=torch.randn(tasks, ways * queries, *image_shape, generator=generator),
         query_y=labels.repeat_interleave(queries).expand(tasks, -1),
         ways=ways,
     )
@@ -225,16 +266,17 @@ def batched_step(learner: MAML | ProtoNet, batch: EpisodeBatch) -> None:
     loss.backward()
 
 
-def proto_loop_step(protonet: ProtoNet, batch: EpisodeBatch) -> None:
-    """ProtoNet one episode at a time, averaging the per-episode losses' gradients."""
+def per_task_loop_step(learner: nn.Module, batch: EpisodeBatch) -> None:
+    """Any learner one episode at a time (``meta_loss`` on a meta-batch of one), averaging the
+    per-episode losses' gradients: the ProtoNet loop and every family row's loop."""
     for i in range(len(batch)):
-        loss, _ = protonet.meta_loss(one_episode(batch, i))
+        loss, _ = learner.meta_loss(one_episode(batch, i))
         (loss / len(batch)).backward()
 
 
 def step_function(case: Case) -> Callable[[nn.Module, EpisodeBatch], None]:
     if case.variant == "loop":
-        return maml_loop_step if case.algorithm == "maml" else proto_loop_step
+        return maml_loop_step if case.algorithm == "maml" else per_task_loop_step
     return batched_step
 
 
@@ -391,7 +433,37 @@ def run_case(case: Case, device: torch.device, repeats: int) -> dict[str, object
     return result
 
 
-def run_case_in_child(case: Case, device: torch.device, repeats: int, threads: int) -> dict:
+def release_freed_memory() -> None:
+    """Give memory that earlier cases freed back to the OS (glibc's ``malloc_trim``), so that
+    an in-process case has to fault its pages in again and its RSS growth is its own; without
+    glibc, later cases may reuse freed memory unseen."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run_any(case: Case | FamilyCase, device: torch.device, repeats: int) -> dict[str, object]:
+    if isinstance(case, FamilyCase):
+        return run_family_case(case, device, repeats)
+    return run_case(case, device, repeats)
+
+
+def encode_case(case: Case | FamilyCase) -> str:
+    return json.dumps({"family": isinstance(case, FamilyCase), **asdict(case)})
+
+
+def decode_case(text: str) -> Case | FamilyCase:
+    fields = json.loads(text)
+    if fields.pop("family"):
+        return FamilyCase(**{**fields, "overrides": tuple(fields["overrides"])})
+    return Case(**fields)
+
+
+def run_case_in_child(
+    case: Case | FamilyCase, device: torch.device, repeats: int, threads: int
+) -> dict:
     """A fresh process per case, so its peak RSS belongs to that case alone."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.pt"
@@ -405,7 +477,7 @@ def run_case_in_child(case: Case, device: torch.device, repeats: int, threads: i
             "--threads",
             str(threads),
             "--child-case",
-            json.dumps(asdict(case)),
+            encode_case(case),
             "--child-result",
             str(out),
         ]
@@ -415,14 +487,25 @@ def run_case_in_child(case: Case, device: torch.device, repeats: int, threads: i
         return torch.load(out, weights_only=True)
 
 
-def run_all(rows: list[Case], device: torch.device, repeats: int, threads: int) -> list[dict]:
-    """CPU cases run in child processes (for RSS); CUDA cases in this one (allocator stats)."""
+def run_all(
+    rows: list[Case] | list[FamilyCase],
+    device: torch.device,
+    repeats: int,
+    threads: int,
+    in_process: bool = False,
+) -> list[dict]:
+    """CPU cases run in child processes (for RSS); CUDA cases in this one (allocator stats).
+    ``in_process`` runs CPU cases here too: one torch import instead of one per case (the
+    tests' setting), with RSS figures that depend on what earlier cases left allocated."""
     results = []
     for i, case in enumerate(rows, 1):
         start = time.perf_counter()
-        if device.type == "cuda":
-            result = run_case(case, device, repeats)
-            torch.cuda.empty_cache()
+        if device.type == "cuda" or in_process:
+            if device.type == "cpu":
+                release_freed_memory()
+            result = run_any(case, device, repeats)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         else:
             result = run_case_in_child(case, device, repeats, threads)
         elapsed = time.perf_counter() - start
@@ -460,29 +543,15 @@ def shapes(batch: EpisodeBatch) -> str:
     return ", ".join(f"{f} {list(getattr(batch, f).shape)}" for f in fields)
 
 
-def print_header(device: torch.device, threads: int, repeats: int, memory_method: str) -> None:
+def print_device(device: torch.device, threads: int) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    print("metarun meta-step benchmark: per-task Python loops vs the package's batched learners")
     print(
         f"device: {device} ({name}); torch {torch.__version__}; python "
         f"{platform.python_version()}; threads {threads}"
     )
-    print(
-        f"MAML: {MAML_WAYS}-way {MAML_SHOTS}-shot {MAML_QUERIES}-query, meta-batch "
-        f"{MAML_TASKS}, inner_lr 0.4: {shapes(maml_episodes('cpu'))}"
-    )
-    print(
-        f"ProtoNet: {PROTO_WAYS}-way {PROTO_SHOTS}-shot {PROTO_QUERIES}-query, meta-batch "
-        f"{PROTO_EPISODES}, Conv-4 embedding: {shapes(proto_episodes('cpu'))}"
-    )
-    print(
-        f"meta-step: loss + backward(), fp32, no autocast, no optimiser step; 1 warm-up, then "
-        f"{repeats} timed repeats"
-    )
-    print(
-        "tasks/s: meta-batch / seconds of the fastest repeat (median: of the median repeat), "
-        "ProtoNet counts episodes; vs loop: ratio of tasks/s to the group's loop row"
-    )
+
+
+def print_memory_method(device: torch.device, memory_method: str) -> None:
     if device.type == "cuda":
         print(
             "memory: peak torch.cuda.max_memory_allocated during warm-up + repeats, minus what "
@@ -499,6 +568,28 @@ def print_header(device: torch.device, threads: int, repeats: int, memory_method
             "memory: growth of ru_maxrss of a fresh process per case across warm-up + repeats, "
             "MiB; a lower bound, since the peak could not be reset"
         )
+
+
+def print_header(device: torch.device, threads: int, repeats: int, memory_method: str) -> None:
+    print("metarun meta-step benchmark: per-task Python loops vs the package's batched learners")
+    print_device(device, threads)
+    print(
+        f"MAML: {MAML_WAYS}-way {MAML_SHOTS}-shot {MAML_QUERIES}-query, meta-batch "
+        f"{MAML_TASKS}, inner_lr 0.4: {shapes(maml_episodes('cpu'))}"
+    )
+    print(
+        f"ProtoNet: {PROTO_WAYS}-way {PROTO_SHOTS}-shot {PROTO_QUERIES}-query, meta-batch "
+        f"{PROTO_EPISODES}, Conv-4 embedding: {shapes(proto_episodes('cpu'))}"
+    )
+    print(
+        f"meta-step: loss + backward(), fp32, no autocast, no optimiser step; 1 warm-up, then "
+        f"{repeats} timed repeats"
+    )
+    print(
+        "tasks/s: meta-batch / seconds of the fastest repeat (median: of the median repeat), "
+        "ProtoNet counts episodes; vs loop: ratio of tasks/s to the group's loop row"
+    )
+    print_memory_method(device, memory_method)
     print(
         "fp32 |diff|: max abs difference from the loop row: MAML the meta-gradient of the timed "
         "step, ProtoNet eval-mode predict() logits"
@@ -557,17 +648,11 @@ def print_table(table: list[Row]) -> None:
     print("(vs loop: against the loop row of the same group and memory format)")
     header += ("fp64 |diff|",)
     widths = (26, 24, 8, 8, 9, 8, 11, 11)
-
-    def line(cells: tuple[str, ...] | list[str]) -> str:
-        # Text columns left-aligned, numbers right-aligned.
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in pairs)
-
-    print(line(header))
-    print(line(["-" * w for w in widths]))
+    print(table_line(header, widths, 2))
+    print(table_line(["-" * w for w in widths], widths, 2))
     for r in table:
         print(
-            line(
+            table_line(
                 (
                     r.case.group,
                     r.case.label,
@@ -577,7 +662,9 @@ def print_table(table: list[Row]) -> None:
                     f"{r.ratio:.2f}x",
                     f"{r.diff:.1e}",
                     "n/a" if r.diff64 is None else f"{r.diff64:.1e}",
-                )
+                ),
+                widths,
+                2,
             )
         )
     print()
@@ -607,6 +694,340 @@ def print_conclusions(table: list[Row], rows: list[Case], results: list[dict]) -
         print(text)
 
 
+# --- the optimisation-based family (--family) ---------------------------------------------------
+
+FAMILY = ("maml", "anil", "metasgd", "mamlpp", "reptile", "meta_lstm")
+CHECKPOINT_ALGORITHM = "maml"  # the checkpoint rows: second-order, 5 inner steps
+CHECKPOINT_OVERRIDES = ("algorithm.inner_steps=5", "algorithm.first_order=false")
+QUICK_MAX_TASKS = 8
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """One input shape of the family rows: the data set whose episode settings apply, and the
+    overrides that this shape (and nothing else) requires."""
+
+    dataset: str  # a configs/dataset option: ways, shots, queries and image size
+    image: tuple[int, int, int]
+    overrides: tuple[str, ...]
+    max_tasks: int  # meta-batch cap of a full run
+    why: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset} {'x'.join(map(str, self.image))}"
+
+
+SHAPES = {
+    "omniglot": InputShape("omniglot", (1, 28, 28), (), 32, "MAML's Omniglot meta-batch"),
+    "mini_imagenet": InputShape(
+        "mini_imagenet",
+        (3, 84, 84),
+        ("model.hidden_channels=32",),  # Conv-4 with 32 filters, as MAML on miniImageNet
+        4,
+        "MAML's miniImageNet 1-shot meta-batch",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FamilyCase:
+    """One learner built from its YAML, on one input shape, timed batched or per task."""
+
+    algorithm: str  # a configs/algorithm option
+    shape: str  # a key of SHAPES
+    variant: str  # "batched" (one meta_loss over the meta-batch) or "loop" (one task at a time)
+    overrides: tuple[str, ...] = ()  # beyond algorithm=<name>, the shape's and model=conv4
+    max_tasks: int = 32
+
+    @property
+    def group(self) -> str:
+        return " ".join((self.algorithm, *self.overrides))
+
+    @property
+    def label(self) -> str:
+        return f"{SHAPES[self.shape].name}, {self.variant}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two rows of the family table side by side; ratios are A over B."""
+
+    title: str
+    compared: str
+    a: FamilyCase
+    b: FamilyCase
+
+
+def family_pairs(
+    algorithms: list[str], shapes: list[str], max_tasks: int | None, quick: bool
+) -> list[Pair]:
+    """Batched against loop for each algorithm and shape, then the checkpoint pairs."""
+
+    def cap(shape: str) -> int:
+        if max_tasks is not None:
+            return max_tasks
+        full = SHAPES[shape].max_tasks
+        return min(full, QUICK_MAX_TASKS) if quick else full
+
+    pairs = []
+    for name in algorithms:
+        for shape in shapes:
+            batched, loop = (
+                FamilyCase(name, shape, v, (), cap(shape)) for v in ("batched", "loop")
+            )
+            pairs.append(Pair(name, "batched vs loop", batched, loop))
+    if CHECKPOINT_ALGORITHM in algorithms:
+        for shape in shapes:
+            on, off = (
+                FamilyCase(
+                    CHECKPOINT_ALGORITHM,
+                    shape,
+                    "batched",
+                    (*CHECKPOINT_OVERRIDES, f"algorithm.checkpoint_steps={flag}"),
+                    cap(shape),
+                )
+                for flag in ("true", "false")
+            )
+            pairs.append(
+                Pair(f"{CHECKPOINT_ALGORITHM} 5-step 2nd-order", "checkpoint vs not", on, off)
+            )
+    return pairs
+
+
+def family_config(case: FamilyCase) -> DictConfig:
+    """The config that ``metarun algorithm=<name> dataset=<shape> model=conv4 ...`` runs."""
+    shape = SHAPES[case.shape]
+    overrides = [
+        f"algorithm={case.algorithm}",
+        f"dataset={shape.dataset}",
+        "model=conv4",
+        *shape.overrides,
+        *case.overrides,
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def build_family_learner(case: FamilyCase, device: str) -> tuple[nn.Module, EpisodeBatch]:
+    """The learner as ``metarun.run`` builds and places it, and a meta-batch of random
+    episodes shaped as it trains on them."""
+    cfg = family_config(case)
+    shape = SHAPES[case.shape]
+    if cfg.dataset.image_size != shape.image[-1]:
+        raise RuntimeError(f"dataset={shape.dataset} has image_size {cfg.dataset.image_size}")
+    evaluation = EpisodeSpec(cfg.dataset.ways, cfg.dataset.shots, cfg.dataset.queries)
+    torch.manual_seed(0)
+    task = TaskSpec("classification", shape.image, evaluation.ways)
+    learner = build(cfg, "algorithm", model=build(cfg, "model"), task=task)
+    Runtime(torch.device(device), None, channels_last="auto").place(learner)
+    spec = learner.training_episodes(evaluation)
+    tasks = min(learner.meta_batch_size, case.max_tasks)
+    batch = random_episodes(tasks, spec.ways, spec.shots, spec.queries, device, shape.image)
+    return learner.train(), batch
+
+
+def run_family_case(case: FamilyCase, device: torch.device, repeats: int) -> dict[str, object]:
+    learner, batch = build_family_learner(case, str(device))
+    step_fn = batched_step if case.variant == "batched" else per_task_loop_step
+    probe = MemoryProbe(device)
+    probe.start()
+    seconds = time_steps(lambda: step_fn(learner, batch), learner, repeats, device)
+    return {
+        "seconds": seconds,
+        "peak_bytes": probe.peak_bytes(),
+        "memory_method": probe.method,
+        "tasks": len(batch),
+        "episode": [
+            batch.ways,
+            batch.support_x.shape[1] // batch.ways,
+            batch.query_x.shape[1] // batch.ways,
+        ],
+    }
+
+
+@dataclass
+class PairRow:
+    pair: Pair
+    tasks: int
+    episode: str
+    rates: tuple[float, float]  # A, B: tasks over the fastest repeat
+    medians: tuple[float, float]
+    peaks_mib: tuple[float, float]
+
+    @property
+    def ratio(self) -> float:
+        return self.rates[0] / self.rates[1]
+
+
+def summarise_family(pairs: list[Pair], results: list[dict]) -> list[PairRow]:
+    """``results`` in the order ``run_family`` ran them: A then B of each pair."""
+    table = []
+    for i, pair in enumerate(pairs):
+        a, b = results[2 * i], results[2 * i + 1]
+        tasks = a["tasks"]
+        ways, shots, queries = a["episode"]
+        table.append(
+            PairRow(
+                pair,
+                tasks,
+                f"{ways}w {shots}s {queries}q",
+                (tasks / min(a["seconds"]), b["tasks"] / min(b["seconds"])),
+                (
+                    tasks / statistics.median(a["seconds"]),
+                    b["tasks"] / statistics.median(b["seconds"]),
+                ),
+                (a["peak_bytes"] / MIB, b["peak_bytes"] / MIB),
+            )
+        )
+    return table
+
+
+def print_family_header(
+    device: torch.device,
+    threads: int,
+    repeats: int,
+    memory_method: str,
+    pairs: list[Pair],
+    skipped: list[str],
+    in_process: bool,
+) -> None:
+    print(
+        "metarun family benchmark: optimisation-based learners built from their YAML, batched "
+        "meta_loss vs a per-task loop"
+    )
+    print_device(device, threads)
+    caps = {}
+    for pair in pairs:
+        caps[pair.a.shape] = pair.a.max_tasks
+    for name, cap in caps.items():
+        shape = SHAPES[name]
+        overrides = " ".join((f"dataset={shape.dataset}", *shape.overrides))
+        print(
+            f"{shape.name}: random images, {overrides}; tasks: the YAML's meta_batch_size, at "
+            f"most {cap} (a full run's cap {shape.max_tasks}: {shape.why})"
+        )
+    print(
+        "learner: hydra compose of configs/ with algorithm=<name> model=conv4 and the shape's "
+        "overrides, metarun.run.build, Runtime.place (hardware.channels_last auto)"
+    )
+    print(
+        "episode (w ways, s shots, q queries per class): learner.training_episodes of the data "
+        "set's 5-way 1-shot 15-query, as metarun trains"
+    )
+    print(
+        "batched vs loop: A = meta_loss(batch) + backward(); B = for each task i, "
+        "meta_loss(batch[i:i+1]) + backward(loss / tasks), the same learner"
+    )
+    if any(p.compared == "checkpoint vs not" for p in pairs):
+        print(
+            f"checkpoint vs not: {CHECKPOINT_ALGORITHM} {' '.join(CHECKPOINT_OVERRIDES)}, "
+            "batched; A: algorithm.checkpoint_steps=true, B: false"
+        )
+    print(
+        f"meta-step: loss + backward(), fp32, no autocast, no optimiser step; 1 warm-up, then "
+        f"{repeats} timed repeats"
+    )
+    print(
+        "tasks/s: meta-batch / seconds of the fastest repeat (the median repeat's in brackets); "
+        "A/B: ratio of the fastest"
+    )
+    print_memory_method(device, memory_method)
+    if in_process and device.type == "cpu":
+        print(
+            "--in-process: every case in this process, freed memory returned to the OS "
+            "(malloc_trim) before each; memory figures are approximate"
+        )
+    if skipped:
+        print(f"skipped, no configs/algorithm/<name>.yaml yet: {', '.join(skipped)}")
+    print(flush=True)
+
+
+def table_line(cells: tuple[str, ...] | list[str], widths: tuple[int, ...], text: int) -> str:
+    """The first ``text`` columns left-aligned, the numbers after them right-aligned."""
+    pairs = enumerate(zip(cells, widths, strict=True))
+    return "  ".join(f"{c:<{w}}" if i < text else f"{c:>{w}}" for i, (c, w) in pairs)
+
+
+def print_family_table(table: list[PairRow]) -> None:
+    header = ("algorithm", "input", "episode", "A vs B", "tasks", "A tasks/s", "B tasks/s")
+    header += ("A/B", "A MiB", "B MiB")
+    widths = (21, 22, 11, 17, 5, 14, 14, 6, 6, 6)
+    print(table_line(header, widths, 4))
+    print(table_line(["-" * w for w in widths], widths, 4))
+    for r in table:
+        cells = [r.pair.title, SHAPES[r.pair.a.shape].name, r.episode, r.pair.compared]
+        cells += [str(r.tasks)]
+        cells += [
+            f"{rate:.3g} ({median:.3g})" for rate, median in zip(r.rates, r.medians, strict=True)
+        ]
+        cells += [f"{r.ratio:.2f}x", *(f"{mib:.0f}" for mib in r.peaks_mib)]
+        print(table_line(cells, widths, 4))
+    print()
+
+
+def print_family_conclusions(table: list[PairRow]) -> None:
+    for title in dict.fromkeys(r.pair.title for r in table):
+        parts = []
+        for r in (r for r in table if r.pair.title == title):
+            shape = SHAPES[r.pair.a.shape].dataset
+            a, b = r.peaks_mib
+            if r.pair.compared == "batched vs loop":
+                parts.append(
+                    f"batched {r.ratio:.2f}x the loop's tasks/s on {shape} ({r.tasks} tasks), "
+                    f"{a:.0f} vs {b:.0f} MiB peak"
+                )
+            else:
+                parts.append(
+                    f"checkpoint_steps costs {1 / r.ratio:.2f}x the time on {shape} "
+                    f"({r.tasks} tasks), peak {a:.0f} instead of {b:.0f} MiB"
+                )
+        print(f"{title}: {'; '.join(parts)}")
+
+
+def family_algorithms(requested: str | None) -> tuple[list[str], list[str]]:
+    """The algorithms to run and those of the default family skipped for want of a YAML."""
+    available = options("algorithm")
+    if requested is None:
+        return [a for a in FAMILY if a in available], [a for a in FAMILY if a not in available]
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        sys.exit(
+            f"benchmark.py: --algorithms: no configs/algorithm/<name>.yaml for "
+            f"{', '.join(unknown) or 'an empty list'}; available: {', '.join(available)}"
+        )
+    return names, []
+
+
+def family_shapes(requested: str) -> list[str]:
+    names = [name.strip() for name in requested.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SHAPES]
+    if unknown or not names:
+        sys.exit(
+            f"benchmark.py: --shapes: unknown {', '.join(unknown) or 'empty list'}; "
+            f"valid: {', '.join(SHAPES)}"
+        )
+    return names
+
+
+def run_family(args: argparse.Namespace, device: torch.device, threads: int) -> None:
+    algorithms, skipped = family_algorithms(args.algorithms)
+    pairs = family_pairs(algorithms, family_shapes(args.shapes), args.max_tasks, args.quick)
+    rows = [case for pair in pairs for case in (pair.a, pair.b)]
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    probe = MemoryProbe(device)  # only to learn which memory method children will get
+    probe.start()
+    print_family_header(
+        device, threads, args.repeats, probe.method, pairs, skipped, args.in_process
+    )
+    results = run_all(rows, device, args.repeats, threads, args.in_process)
+    table = summarise_family(pairs, results)
+    print_family_table(table)
+    print_family_conclusions(table)
+    print_footer(started, load_before, "--family --quick" if args.quick else "--family", threads)
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 
@@ -620,6 +1041,28 @@ def parse_args() -> argparse.Namespace:
         "--data", action="store_true", help="data loading instead: samplers and cache builds"
     )
     parser.add_argument("--no-caches", action="store_true", help="with --data: samplers only")
+    parser.add_argument(
+        "--family",
+        action="store_true",
+        help="the optimisation-based family from its YAML: batched vs per-task loop",
+    )
+    parser.add_argument(
+        "--algorithms",
+        default=None,
+        help=f"with --family: configs/algorithm options, comma-separated ({','.join(FAMILY)})",
+    )
+    parser.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help=f"with --family: input shapes, comma-separated, of {','.join(SHAPES)}",
+    )
+    parser.add_argument(
+        "--max-tasks",
+        type=int,
+        default=None,
+        help="with --family: tasks per meta-batch at most (default: 32 Omniglot, 4 miniImageNet)",
+    )
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # tests
     parser.add_argument("--child-case", help=argparse.SUPPRESS)
     parser.add_argument("--child-result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -627,6 +1070,14 @@ def parse_args() -> argparse.Namespace:
         args.repeats = 2 if args.quick else 5
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.max_tasks is not None and args.max_tasks < 1:
+        parser.error("--max-tasks must be at least 1")
+    family_only = args.algorithms is not None or args.max_tasks is not None
+    family_only = family_only or args.shapes != ",".join(SHAPES)
+    if family_only and not args.family:
+        parser.error("--algorithms, --shapes and --max-tasks need --family")
+    if args.family and args.data:
+        parser.error("--family and --data are separate runs; give one")
     return args
 
 
@@ -647,8 +1098,11 @@ def main() -> None:
         print(f"\ntotal wall time {time.perf_counter() - started:.0f} s, {threads} threads")
         return
     if args.child_case is not None:
-        case = Case(**json.loads(args.child_case))
-        torch.save(run_case(case, device, args.repeats), args.child_result)
+        case = decode_case(args.child_case)
+        torch.save(run_any(case, device, args.repeats), args.child_result)
+        return
+    if args.family:
+        run_family(args, device, threads)
         return
     rows = cases(args.quick)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -659,7 +1113,10 @@ def main() -> None:
     table = summarise(rows, results)
     print_table(table)
     print_conclusions(table, rows, results)
-    mode = "--quick" if args.quick else "full"
+    print_footer(started, load_before, "--quick" if args.quick else "full", threads)
+
+
+def print_footer(started: float, load_before: float, mode: str, threads: int) -> None:
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s ({mode})")
     print(
         f"1-minute load average: {load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end, on "
