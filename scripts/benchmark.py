@@ -67,8 +67,11 @@ Run from the repository root::
 repeats, about a minute on 2 idle CPU cores. The family rows are a separate mode rather than
 part of the default run: they answer another question (the whole family as configured, not one
 implementation checked against a reference), and together the two would take too long on a CPU.
-``--family`` takes about FAMILY_TIME on 2 CPU cores with the whole family, ``--family --quick``
-(2 repeats, at most 8 tasks) about QUICK_TIME.
+``--family`` times 3 repeats per case; each algorithm adds two child processes per shape and MAML
+two more per shape for the checkpoint rows, so the whole family takes several minutes on 2 CPU
+cores (``--family --algorithms maml`` alone: 13.5 min wall, 5.3 min CPU on one thread, with 5
+repeats on 2 cores shared at load average 6-9). ``--quick`` (2 repeats, at most 8 tasks) or
+``--shapes omniglot`` shortens it.
 """
 
 from __future__ import annotations
@@ -903,9 +906,10 @@ def print_family_header(
     for name, cap in caps.items():
         shape = SHAPES[name]
         overrides = " ".join((f"dataset={shape.dataset}", *shape.overrides))
+        why = shape.why if cap == shape.max_tasks else f"a full run: {shape.max_tasks}"
         print(
             f"{shape.name}: random images, {overrides}; tasks: the YAML's meta_batch_size, at "
-            f"most {cap} (a full run's cap {shape.max_tasks}: {shape.why})"
+            f"most {cap} ({why})"
         )
     print(
         "learner: hydra compose of configs/ with algorithm=<name> model=conv4 and the shape's "
@@ -1034,7 +1038,9 @@ def run_family(args: argparse.Namespace, device: torch.device, threads: int) -> 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per case")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed steps per case (5; --family 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="headline cases, fewer repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
@@ -1067,7 +1073,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child-result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 5
+        args.repeats = 2 if args.quick else 3 if args.family else 5
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.max_tasks is not None and args.max_tasks < 1:
