@@ -13,20 +13,26 @@ Precision (``precision``), the policy:
   ``autocast_safe`` runs under it.
 * ``fp32``: never autocast.
 
-Why second order is left out of ``auto``: its meta-gradient differentiates through every inner
-gradient, and each of those is computed in bf16, so the error compounds with the inner steps.
-Measured on CPU (tests/test_hardware.py; Conv4, 5-way 1-shot 28x28, 4 tasks, 3 seeds), the
-relative error of the bf16 meta-gradient against fp32 is, first / second order: 0.18 / 0.23 at
-64 channels with 1 inner step, 0.69 / 0.76 with 5 steps. First order is not exact either (its
-adapted weights come from bf16 inner gradients; ProtoNet's gradient is off by about 0.2 on the
-same net), but it does not compound through the inner loop. Evaluation follows the same rule.
+Why second order is left out of ``auto``: bf16 autocast moves every learner's gradient far
+beyond rounding error, gradient-based learners' the most, since their inner-loop gradients are
+bf16 too. Measured with CPU autocast, which puts the same convolutions and matmuls in bf16 as a
+GPU's (Conv4 with 64 channels, 5-way 1-shot 28x28, 4 tasks, 3 seeds), the relative error of the
+bf16 meta-gradient against fp32 is, first / second order, 0.18 / 0.23 with 1 inner step and
+0.69 / 0.76 with 5 (ProtoNet's gradient: about 0.2). The second-order error grows with the inner
+steps in every setting tried (``tests/test_hardware.py`` pins this on a tiny net), the first-order
+one in most; at a given step count neither order is consistently worse. So ``auto`` keeps the
+learners that declare themselves unsafe (second order) in fp32 and accepts first order's error
+for speed, as it does ProtoNet's; ``fp32`` is the setting for exact reproduction. Evaluation
+follows the same rule.
 
 Compilation (``compile: true``): ``Runtime.place`` compiles the learner's ``meta_loss`` and
 ``predict``, the two methods the trainer and evaluation call, with ``torch.compile`` (the
 ``compile_backend``, default ``inductor``, and ``compile_mode``). For the gradient-based
 learners that is the whole functional inner loop, ``torch.func.grad`` and ``vmap`` included,
 traced as one graph whose meta-gradient equals the eager one; for ProtoNet, the encoder and the
-prototype distances. The first meta-step pays the compilation.
+prototype distances. The first meta-step pays the compilation. ``algorithm.checkpoint_steps``
+still works, but its recomputed steps fall outside the graph (dynamo cannot trace the side
+effects of a reentrant checkpoint, and runs that part eagerly).
 
 Conv weights take the memory format each learner declares fastest (``channels_last: auto``):
 channels-last for ProtoNet (1.3-1.4x on a 2-core CPU), contiguous for vmapped MAML, whose grouped

@@ -327,7 +327,7 @@ def test_compiled_second_order_meta_gradient_equals_eager_in_one_graph() -> None
 
     torch.manual_seed(0)
     task = TaskSpec("classification", (1, 16, 16), 3)
-    eager = MAML(partial(Conv4, hidden_channels=4), task, meta_batch_size=2)
+    eager = MAML(partial(Conv4, hidden_channels=4, blocks=2), task, meta_batch_size=2)
     compiled = copy.deepcopy(eager)
     torch._dynamo.reset()
     counters.clear()
@@ -340,6 +340,11 @@ def test_compiled_second_order_meta_gradient_equals_eager_in_one_graph() -> None
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     for e, c in zip(*gradients, strict=True):
         torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-7)
+    # The check can fail: dropping the second-order terms would give this, a different answer.
+    eager.first_order = True
+    loss, _ = eager.meta_loss(batch)
+    first_order = torch.autograd.grad(loss, list(eager.parameters()))
+    assert not all(torch.allclose(f, e) for f, e in zip(first_order, gradients[0], strict=True))
 
 
 @pytest.mark.parametrize(
@@ -362,6 +367,7 @@ def test_compiled_maml_run_on_the_omniglot_sample(tmp_path, tiny_overrides) -> N
         "hardware.compile=true",
         "hardware.compile_backend=aot_eager",
         "algorithm.test_inner_steps=1",
+        "model.blocks=2",  # compiling costs per traced op
         "trainer.max_steps=2",
         "eval.test_episodes=4",  # one evaluation batch shape: predict compiles once
         cwd=tmp_path,
