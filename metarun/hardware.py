@@ -7,7 +7,8 @@ Precision (``precision``), the policy:
 
 * ``auto``: bf16 autocast on a GPU that supports it, and only for learners that declare it safe
   (``MetaLearner.autocast_safe``): ProtoNet and first-order gradient learners yes, second-order
-  ones (MAML, and MAML++ once it turns second order) never; fp32 on a CPU.
+  ones (MAML, and MAML++ once it turns second order) never, nor any other learner that declares
+  itself unsafe; fp32 on a CPU.
 * ``bf16``: what was asked for: bf16 autocast on any device (the CPU included) for every
   learner, second-order ones too, with one logged warning when a learner that is not
   ``autocast_safe`` runs under it.
@@ -176,9 +177,9 @@ class Runtime:
         if not safe and self.force_autocast and "unsafe" not in self._warned:
             self._warned.add("unsafe")
             log.warning(
-                "hardware.precision=bf16 autocasts a second-order learner: its bf16 "
-                "meta-gradient differs from fp32 by tens of percent, more with more inner "
-                "steps; hardware.precision=auto keeps such learners in fp32"
+                "hardware.precision=bf16 autocasts a learner that declares bf16 unsafe (e.g. "
+                "second-order MAML, whose bf16 meta-gradient is off by tens of percent, more "
+                "with more inner steps); hardware.precision=auto keeps it in fp32"
             )
         return safe or self.force_autocast
 

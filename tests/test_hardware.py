@@ -311,7 +311,7 @@ def test_auto_never_autocasts_second_order_and_bf16_forces_it_with_a_warning(cap
         assert autocast_in_training_step(forced, first_order=False)
         assert autocast_in_training_step(forced, first_order=False)
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and "precision=bf16 autocasts a second-order" in warnings[0]
+    assert len(warnings) == 1 and "precision=bf16 autocasts a learner that declares" in warnings[0]
     for precision in ("auto", "fp32"):  # never on a CPU unless asked for
         runtime = Hardware(device="cpu", precision=precision).setup()
         assert not runtime.autocasts(True) and not runtime.autocasts(False)
