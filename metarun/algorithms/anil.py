@@ -30,54 +30,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import ModelFactory
-from metarun.algorithms.gradient import GradientLearner, Params, SGDStep, Stats, UpdateRule
+from metarun.algorithms.gradient import Params, Stats
+from metarun.algorithms.maml import MAML
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 
 HEAD = "head."
 
 
-class ANIL(GradientLearner):
-    def __init__(
-        self,
-        model: ModelFactory,
-        task: TaskSpec,
-        inner_lr: float = 0.4,
-        inner_steps: int = 1,
-        test_inner_steps: int = 3,
-        first_order: bool = False,
-        meta_batch_size: int = 32,
-        train_queries: int | None = None,
-        chunk_size: int | None = None,
-        batch_norm: str = "transductive",
-        checkpoint_steps: bool = False,
-    ) -> None:
-        if not inner_lr > 0:
-            raise ConfigError("algorithm.inner_lr", f"must be positive, got {inner_lr}")
-        if batch_norm == "per_step":
+class ANIL(MAML):
+    """MAML's keys and defaults; only the head adapts."""
+
+    def __init__(self, model: ModelFactory, task: TaskSpec, **keys: Any) -> None:
+        if keys.get("batch_norm") == "per_step":
             raise ConfigError(
                 "algorithm.batch_norm",
                 "ANIL computes body features once per task, but per_step BatchNorm changes them "
                 "every inner step; use transductive or none",
             )
-        self.inner_lr = inner_lr
-        super().__init__(
-            model,
-            task,
-            inner_steps=inner_steps,
-            test_inner_steps=test_inner_steps,
-            first_order=first_order,
-            meta_batch_size=meta_batch_size,
-            train_queries=train_queries,
-            chunk_size=chunk_size,
-            batch_norm=batch_norm,
-            checkpoint_steps=checkpoint_steps,
-        )
+        super().__init__(model, task, **keys)
 
     # -- hooks -----------------------------------------------------------------------------
     def build_model(self, model: ModelFactory) -> nn.Module:
@@ -89,9 +66,6 @@ class ANIL(GradientLearner):
                 f"{type(network).__name__} does not have; use a classifier such as model=conv4",
             )
         return network
-
-    def build_rule(self, params: Params) -> UpdateRule:
-        return SGDStep(self.inner_lr)
 
     def inner_parameters(self) -> Params:
         """The head's trainable weights, under their names in the full model."""

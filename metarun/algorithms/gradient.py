@@ -106,6 +106,12 @@ def check_at_least(key: str, value: int, least: int) -> None:
         raise ConfigError(f"algorithm.{key}", f"must be at least {least}, got {value}")
 
 
+def check_positive(key: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigError(f"algorithm.{key}", f"must be positive, got {value}")
+    return value
+
+
 class GradientLearner(nn.Module):
     """The shared inner loop; subclasses choose the rule and, where their paper differs, the
     hooks named in the module docstring."""
@@ -326,4 +332,12 @@ class GradientLearner(nn.Module):
         return classify
 
 
-__all__ = ["GradientLearner", "Params", "SGDStep", "State", "UpdateRule"]
+__all__ = [
+    "GradientLearner",
+    "Params",
+    "SGDStep",
+    "State",
+    "UpdateRule",
+    "check_at_least",
+    "check_positive",
+]

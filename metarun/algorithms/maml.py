@@ -19,42 +19,27 @@ meta-batch, Adam 1e-3; 20-way: alpha 0.1, 5 steps, 16 tasks; sinusoid: alpha 0.0
 
 from __future__ import annotations
 
+from typing import Any
+
 from metarun.algorithms.base import ModelFactory
-from metarun.algorithms.gradient import GradientLearner, Params, SGDStep, UpdateRule
+from metarun.algorithms.gradient import (
+    GradientLearner,
+    Params,
+    SGDStep,
+    UpdateRule,
+    check_positive,
+)
 from metarun.data.task import TaskSpec
-from metarun.errors import ConfigError
 
 
 class MAML(GradientLearner):
     def __init__(
-        self,
-        model: ModelFactory,
-        task: TaskSpec,
-        inner_lr: float = 0.4,
-        inner_steps: int = 1,
-        test_inner_steps: int = 3,
-        first_order: bool = False,
-        meta_batch_size: int = 32,
-        train_queries: int | None = None,
-        chunk_size: int | None = None,
-        batch_norm: str = "transductive",
-        checkpoint_steps: bool = False,
+        self, model: ModelFactory, task: TaskSpec, inner_lr: float = 0.4, **inner_loop: Any
     ) -> None:
-        if not inner_lr > 0:
-            raise ConfigError("algorithm.inner_lr", f"must be positive, got {inner_lr}")
-        self.inner_lr = inner_lr
-        super().__init__(
-            model,
-            task,
-            inner_steps=inner_steps,
-            test_inner_steps=test_inner_steps,
-            first_order=first_order,
-            meta_batch_size=meta_batch_size,
-            train_queries=train_queries,
-            chunk_size=chunk_size,
-            batch_norm=batch_norm,
-            checkpoint_steps=checkpoint_steps,
-        )
+        """``inner_loop``: the family's keys (``GradientLearner``: inner_steps,
+        test_inner_steps, first_order, meta_batch_size, ...), MAML's defaults unless given."""
+        self.inner_lr = check_positive("inner_lr", inner_lr)
+        super().__init__(model, task, **inner_loop)
 
     def build_rule(self, params: Params) -> UpdateRule:
         return SGDStep(self.inner_lr)

@@ -38,11 +38,20 @@ second order from the start (``algorithm.first_order_steps=0``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory
-from metarun.algorithms.gradient import GradientLearner, Params, SGDStep, State, UpdateRule
+from metarun.algorithms.gradient import (
+    GradientLearner,
+    Params,
+    SGDStep,
+    State,
+    UpdateRule,
+    check_positive,
+)
 from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -98,20 +107,16 @@ class MAMLPlusPlus(GradientLearner):
         inner_lr: float = 0.1,
         inner_steps: int = 5,
         test_inner_steps: int = 5,
-        first_order: bool = False,
-        meta_batch_size: int = 16,
-        train_queries: int | None = None,
-        chunk_size: int | None = None,
         batch_norm: str = "per_step",
-        checkpoint_steps: bool = False,
         msl: bool = True,
         msl_anneal_steps: int = 10000,
         per_step_bn_weights: bool = True,
         lslr: bool = True,
         first_order_steps: int = 25000,
+        **inner_loop: Any,
     ) -> None:
-        if not inner_lr > 0:
-            raise ConfigError("algorithm.inner_lr", f"must be positive, got {inner_lr}")
+        """``inner_loop``: the family's other keys (``GradientLearner``)."""
+        check_positive("inner_lr", inner_lr)
         if msl_anneal_steps < 1:
             raise ConfigError(
                 "algorithm.msl_anneal_steps",
@@ -144,12 +149,8 @@ class MAMLPlusPlus(GradientLearner):
             task,
             inner_steps=inner_steps,
             test_inner_steps=test_inner_steps,
-            first_order=first_order,
-            meta_batch_size=meta_batch_size,
-            train_queries=train_queries,
-            chunk_size=chunk_size,
             batch_norm=batch_norm,
-            checkpoint_steps=checkpoint_steps,
+            **inner_loop,
         )
 
     # -- Scheduled -------------------------------------------------------------------------

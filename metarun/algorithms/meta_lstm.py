@@ -37,6 +37,7 @@ set, where ``transductive`` uses the query batch's own statistics.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -140,12 +141,9 @@ class MetaLSTM(GradientLearner):
         inner_steps: int = 12,
         test_inner_steps: int | None = None,
         first_order: bool = True,
-        meta_batch_size: int = 1,
-        train_queries: int | None = None,
-        chunk_size: int | None = None,
-        batch_norm: str = "transductive",
-        checkpoint_steps: bool = False,
+        **inner_loop: Any,
     ) -> None:
+        """``inner_loop``: the family's other keys (``GradientLearner``)."""
         if hidden_size < 1:
             raise ConfigError("algorithm.hidden_size", f"must be at least 1, got {hidden_size}")
         self.hidden_size = hidden_size
@@ -155,11 +153,7 @@ class MetaLSTM(GradientLearner):
             inner_steps=inner_steps,
             test_inner_steps=inner_steps if test_inner_steps is None else test_inner_steps,
             first_order=first_order,
-            meta_batch_size=meta_batch_size,
-            train_queries=train_queries,
-            chunk_size=chunk_size,
-            batch_norm=batch_norm,
-            checkpoint_steps=checkpoint_steps,
+            **inner_loop,
         )
 
     def build_rule(self, params: Params) -> UpdateRule:

@@ -20,6 +20,8 @@ Omniglot 5-way settings (32 tasks, Adam 1e-3).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -65,15 +67,9 @@ class MetaSGD(GradientLearner):
         model: ModelFactory,
         task: TaskSpec,
         init_lr_range: tuple[float, float] = (0.005, 0.1),
-        inner_steps: int = 1,
-        test_inner_steps: int = 1,
-        first_order: bool = False,
-        meta_batch_size: int = 32,
-        train_queries: int | None = None,
-        chunk_size: int | None = None,
-        batch_norm: str = "transductive",
-        checkpoint_steps: bool = False,
+        **inner_loop: Any,
     ) -> None:
+        """``inner_loop``: the family's keys (``GradientLearner``); one step by default."""
         bounds = [float(v) for v in init_lr_range]
         if len(bounds) != 2 or not bounds[0] <= bounds[1]:
             raise ConfigError(
@@ -81,18 +77,8 @@ class MetaSGD(GradientLearner):
                 f"must be [low, high] with low <= high, got {list(init_lr_range)}",
             )
         self.init_lr_range = (bounds[0], bounds[1])
-        super().__init__(
-            model,
-            task,
-            inner_steps=inner_steps,
-            test_inner_steps=test_inner_steps,
-            first_order=first_order,
-            meta_batch_size=meta_batch_size,
-            train_queries=train_queries,
-            chunk_size=chunk_size,
-            batch_norm=batch_norm,
-            checkpoint_steps=checkpoint_steps,
-        )
+        inner_loop.setdefault("test_inner_steps", 1)  # the paper adapts in one step
+        super().__init__(model, task, **inner_loop)
 
     def build_rule(self, params: Params) -> UpdateRule:
         return LearnedRates(params, *self.init_lr_range)
