@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+from episode_batches import image_batch
 from torch import nn
 
 from metarun.algorithms import MAML
@@ -14,18 +15,6 @@ from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import BatchStatsNorm, Conv4, PerStepBatchNorm
-
-
-def image_batch(tasks: int = 3, ways: int = 3, shots: int = 2, queries: int = 2) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(1)
-    labels = torch.arange(ways)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, ways * shots, 1, 16, 16, generator=g, dtype=torch.float64),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, ways * queries, 1, 16, 16, generator=g, dtype=torch.float64),
-        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
-        ways=ways,
-    )
 
 
 def tiny(**kwargs) -> MAML:

@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+from episode_batches import image_batch
 from torch import nn
 from torch.func import functional_call
 
@@ -17,18 +18,6 @@ from metarun.data.sinusoid import Sinusoid
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import MLP, BatchStatsNorm, Conv4
-
-
-def image_batch(tasks: int, ways: int, shots: int, queries: int, size: int = 16) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(ways)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, ways * shots, 1, size, size, generator=g, dtype=torch.float64),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, ways * queries, 1, size, size, generator=g, dtype=torch.float64),
-        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
-        ways=ways,
-    )
 
 
 def tiny_maml(**kwargs) -> MAML:

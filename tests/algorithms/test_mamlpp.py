@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import TINY_SETTINGS, metarun
+from episode_batches import image_batch
 from torch import Tensor, nn
 
 from metarun.algorithms.base import Scheduled
@@ -28,18 +29,6 @@ from metarun.tracking.metrics_file import read_metrics
 
 TASK = TaskSpec("classification", (1, 16, 16), 3)
 ALL_OFF = {"msl": False, "lslr": False, "per_step_bn_weights": False, "batch_norm": "transductive"}
-
-
-def image_batch(tasks: int = 3, ways: int = 3, shots: int = 2, queries: int = 2) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(ways)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, ways * shots, 1, 16, 16, generator=g, dtype=torch.float64),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, ways * queries, 1, 16, 16, generator=g, dtype=torch.float64),
-        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
-        ways=ways,
-    )
 
 
 def tiny(**kwargs) -> MAMLPlusPlus:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import metarun
+from episode_batches import image_batch
 from torch import nn
 from torch.func import functional_call
 
@@ -20,18 +21,6 @@ from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import BatchStatsNorm, Conv4
-
-
-def image_batch(tasks: int, ways: int = 3, shots: int = 2, queries: int = 2) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(ways)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, ways * shots, 1, 16, 16, generator=g, dtype=torch.float64),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, ways * queries, 1, 16, 16, generator=g, dtype=torch.float64),
-        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
-        ways=ways,
-    )
 
 
 def tiny_metasgd(**kwargs) -> MetaSGD:

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import metarun, one_line_error
+from episode_batches import image_batch
 from torch import nn
 from torch.func import functional_call
 
@@ -24,18 +25,6 @@ from metarun.errors import ConfigError
 from metarun.models import BatchStatsNorm, Conv4
 
 EPS = 0.7  # the meta step size of the outer SGD step under test
-
-
-def image_batch(tasks: int, ways: int = 3, shots: int = 2, queries: int = 2) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(ways)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, ways * shots, 1, 16, 16, generator=g, dtype=torch.float64),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, ways * queries, 1, 16, 16, generator=g, dtype=torch.float64),
-        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
-        ways=ways,
-    )
 
 
 def tiny_reptile(**kwargs) -> Reptile:

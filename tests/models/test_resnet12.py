@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import TINY_ALGORITHM, TINY_SETTINGS, metarun
+from episode_batches import image_batch
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -206,16 +207,7 @@ def test_dropblock_under_vmap_draws_a_different_mask_per_task() -> None:
 
 
 # -- in the learners ---------------------------------------------------------------------------
-def image_batch(tasks: int, ways: int, shots: int, queries: int, size: int = 16) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(ways)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, ways * shots, 3, size, size, generator=g, dtype=torch.float64),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, ways * queries, 3, size, size, generator=g, dtype=torch.float64),
-        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
-        ways=ways,
-    )
+image_batch = partial(image_batch, channels=3)
 
 
 def tiny_maml(**kwargs) -> MAML:
