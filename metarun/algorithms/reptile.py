@@ -20,10 +20,11 @@ without any graph to ``theta``. Each task's mini-batches follow the authors' sam
 fresh shuffles of its examples, cut into ``k`` batches of ``inner_batch_size`` (a batch may span
 two shuffles). Adam's moments are per task and start at zero.
 
-BatchNorm always uses the statistics of the batch it is given (the paper's code runs it in
-training mode at test time too). ``transductive`` says which batch a query is in at evaluation:
-``true``, all queries together (their statistics); ``false``, each query alone with the support
-set, as the authors' non-transductive evaluation does (vmapped over queries).
+BatchNorm uses the statistics of the batch it is given (``batch_norm: transductive``; the
+paper's code runs it in training mode at test time too), or is left out (``none``).
+``transductive`` says which batch a query is in at evaluation: ``true``, all queries together
+(their statistics); ``false``, each query alone with the support set, as the authors'
+non-transductive evaluation does (vmapped over queries).
 
 Paper defaults (the authors' commands, github.com/openai/supervised-reptile README), Omniglot
 5-way 1-shot: Adam(beta1=0) inner lr 1e-3, 5 inner steps on mini-batches of 10, 10 train shots
@@ -118,8 +119,15 @@ class Reptile(GradientLearner):
         train_queries: int | None = 1,
         meta_batch_size: int = 5,
         transductive: bool = True,
+        batch_norm: str = "transductive",
         chunk_size: int | None = None,
     ) -> None:
+        if batch_norm == "per_step":
+            raise ConfigError(
+                "algorithm.batch_norm",
+                "Reptile evaluates with more inner steps than it trains with, so there are no "
+                "per-step statistics for most of them; use transductive or none",
+            )
         if not inner_lr > 0:
             raise ConfigError("algorithm.inner_lr", f"must be positive, got {inner_lr}")
         if inner_optimizer not in INNER_OPTIMIZERS:
@@ -153,7 +161,7 @@ class Reptile(GradientLearner):
             meta_batch_size=meta_batch_size,
             train_queries=train_queries,
             chunk_size=chunk_size,
-            batch_norm="transductive",  # batch statistics, always (BatchStatsNorm)
+            batch_norm=batch_norm,
         )
 
     def build_rule(self, params: Params) -> UpdateRule:

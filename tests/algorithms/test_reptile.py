@@ -302,3 +302,9 @@ def test_too_many_train_shots_is_a_one_line_error(tmp_path: Path, tiny_overrides
         metarun(*reptile_overrides(tiny_overrides, "algorithm.train_shots=25"), cwd=tmp_path)
     )
     assert "algorithm.train_shots + algorithm.train_queries: 25 + 1 images per class exceed" in line
+
+
+def test_batch_norm_none_is_accepted_and_per_step_refused() -> None:
+    assert not any(isinstance(m, BatchStatsNorm) for m in tiny_reptile(batch_norm="none").modules())
+    with pytest.raises(ConfigError, match="algorithm.batch_norm"):
+        tiny_reptile(batch_norm="per_step")
