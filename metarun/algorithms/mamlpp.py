@@ -6,8 +6,11 @@ ablation is one override:
 * MSL, multi-step loss (``msl``): the outer loss is a weighted sum of the query losses after
   every inner step, with weights annealed towards the last step over ``msl_anneal_steps``
   meta-steps; afterwards only the last step's loss counts (``multi_step_loss_weights``).
-* BNRS, per-step BatchNorm running statistics (``batch_norm: per_step``), used at test time.
+* BNRS, per-step BatchNorm running statistics (``batch_norm: per_step``).
 * BNWB, per-step BatchNorm weights and biases (``per_step_bn_weights``): shape ``[steps, C]``.
+* At test, ``bn_test_statistics``: ``batch`` (the default: the test batch's own statistics, as
+  the authors' released code normalises) or ``running`` (the per-step running statistics, as
+  the paper's text describes); see ``PerStepBatchNorm`` for why the default is the code's.
 * LSLR, learned per-layer per-step inner learning rates (``lslr``): one learnable rate per
   adapted tensor and step (``LSLRStep``), initialised to ``inner_lr``; off, a fixed SGD rate.
 * DA, derivative-order annealing (``first_order_steps``): first-order meta-gradients for that
@@ -111,6 +114,7 @@ class MAMLPlusPlus(GradientLearner):
         msl: bool = True,
         msl_anneal_steps: int = 10000,
         per_step_bn_weights: bool = True,
+        bn_test_statistics: str = "batch",
         lslr: bool = True,
         first_order_steps: int = 25000,
         **inner_loop: Any,
@@ -141,6 +145,12 @@ class MAMLPlusPlus(GradientLearner):
         self.msl = msl
         self.msl_anneal_steps = msl_anneal_steps
         self.per_step_bn_weights = per_step_bn_weights
+        if bn_test_statistics not in ("batch", "running"):
+            raise ConfigError(
+                "algorithm.bn_test_statistics",
+                f"must be batch or running, got {bn_test_statistics!r}",
+            )
+        self.bn_test_statistics = bn_test_statistics
         self.lslr = lslr
         self.first_order_steps = first_order_steps
         self.meta_step = 1  # as at the first meta-step until the trainer says otherwise
@@ -161,7 +171,11 @@ class MAMLPlusPlus(GradientLearner):
     def build_model(self, model: ModelFactory) -> nn.Module:
         network = model(self.task.input_shape, self.task.output_size)
         return apply_batch_norm(
-            network, self.batch_norm, self.inner_steps, per_step_affine=self.per_step_bn_weights
+            network,
+            self.batch_norm,
+            self.inner_steps,
+            per_step_affine=self.per_step_bn_weights,
+            test_statistics=self.bn_test_statistics,
         )
 
     def build_rule(self, params: Params) -> UpdateRule:

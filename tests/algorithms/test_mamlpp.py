@@ -334,3 +334,31 @@ def test_end_to_end_on_the_omniglot_sample_follows_the_schedules(
     assert [records[s]["train/second_order"] for s in (1, 2, 3, 4)] == [0.0, 0.0, 1.0, 1.0]
     rates = [records[s]["train/lr"] for s in (1, 2, 3, 4)]
     assert 1e-3 > rates[0] > rates[1] > rates[2] > rates[3] == pytest.approx(1e-5)
+
+
+def test_test_time_statistics_are_the_batch_s_or_the_running_ones() -> None:
+    """``batch`` (the authors' code): eval mode normalises as training mode does and leaves the
+    running statistics alone; ``running`` (the paper's text): they normalise at test."""
+    batch = image_batch()
+    predictions = {}
+    for statistics in ("batch", "running"):
+        learner = tiny(bn_test_statistics=statistics, msl=False)
+        learner.train()
+        learner.meta_loss(batch)  # moves the running statistics off their initial values
+        running = [b.clone() for b in learner.buffers()]
+        learner.eval()
+        with torch.no_grad():
+            predictions[statistics] = learner.predict(batch)
+        assert all(torch.equal(a, b) for a, b in zip(running, learner.buffers(), strict=True))
+    learner = tiny(bn_test_statistics="batch", msl=False)
+    learner.train()
+    learner.meta_loss(batch)
+    with torch.no_grad():
+        in_train_mode = learner.predict(batch)
+    torch.testing.assert_close(predictions["batch"], in_train_mode)
+    assert (predictions["batch"] - predictions["running"]).abs().max() > 1e-3
+
+
+def test_bad_test_statistics_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="algorithm.bn_test_statistics"):
+        tiny(bn_test_statistics="population")
