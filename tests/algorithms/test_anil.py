@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import metarun
-from episode_batches import image_batch
+from learner_helpers import image_batch, reference_model, vary_batch_norm
 from torch import nn
 from torch.func import functional_call
 
@@ -20,7 +20,7 @@ from metarun.algorithms.anil import ANIL
 from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import MLP, BatchStatsNorm, Conv4
+from metarun.models import MLP, Conv4
 
 HEAD = ("head.weight", "head.bias")
 
@@ -29,27 +29,8 @@ def tiny_anil(**kwargs) -> ANIL:
     torch.manual_seed(0)
     task = TaskSpec("classification", (1, 16, 16), 3)
     learner = ANIL(partial(Conv4, hidden_channels=4), task, **kwargs).double()
-    for module in learner.modules():  # non-trivial affine BatchNorm, so its gradients matter
-        if isinstance(module, BatchStatsNorm):
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    vary_batch_norm(learner)
     return learner
-
-
-def reference_model(learner: ANIL) -> nn.Module:
-    """The same network with PyTorch's own batch-statistics BatchNorm; same parameter names."""
-    model = copy.deepcopy(learner.model)
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    swap(model)
-    return model.double()
 
 
 def loop_meta_gradient(learner: ANIL, batch: EpisodeBatch, first_order: bool) -> list[torch.Tensor]:

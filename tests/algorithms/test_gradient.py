@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 import torch
-from episode_batches import image_batch
+from learner_helpers import image_batch
 from torch import nn
 
 from metarun.algorithms import MAML

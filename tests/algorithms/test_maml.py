@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from episode_batches import image_batch
+from learner_helpers import image_batch, reference_model, vary_batch_norm
 from torch import nn
 from torch.func import functional_call
 
@@ -17,38 +17,15 @@ from metarun.data.episodes import EpisodeBatch, FixedEpisodes, sample
 from metarun.data.sinusoid import Sinusoid
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import MLP, BatchStatsNorm, Conv4
+from metarun.models import MLP, Conv4
 
 
 def tiny_maml(**kwargs) -> MAML:
     torch.manual_seed(0)
     task = TaskSpec("classification", (1, 16, 16), 3)
     learner = MAML(partial(Conv4, hidden_channels=6), task, **kwargs).double()
-    # Non-trivial BatchNorm affine parameters, so their second-order terms matter.
-    for module in learner.modules():
-        if isinstance(module, BatchStatsNorm):
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    vary_batch_norm(learner)
     return learner
-
-
-def reference_model(learner: MAML) -> nn.Module:
-    """The same network with PyTorch's own batch-statistics BatchNorm, for an independent
-    reference: parameter names are identical, so one parameter dict drives both."""
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    import copy
-
-    model = copy.deepcopy(learner.model)
-    swap(model)
-    return model.double()
 
 
 def loop_meta_gradient(learner: MAML, batch: EpisodeBatch, first_order: bool) -> list[torch.Tensor]:

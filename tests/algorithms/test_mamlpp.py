@@ -5,7 +5,6 @@ derivative-order switch and second order after; the schedules follow the meta-st
 
 from __future__ import annotations
 
-import copy
 import json
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import TINY_SETTINGS, metarun
-from episode_batches import image_batch
+from learner_helpers import image_batch, reference_model
 from torch import Tensor, nn
 
 from metarun.algorithms.base import Scheduled
@@ -157,19 +156,6 @@ def test_per_step_batch_norm_weights_have_one_row_per_step() -> None:
 
 
 # -- the defining computation ---------------------------------------------------------------
-def reference_model(learner: MAMLPlusPlus) -> nn.Module:
-    """The network with PyTorch's own batch-statistics BatchNorm (same parameter names)."""
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    model = copy.deepcopy(learner.model)
-    swap(model)
-    return model.double()
 
 
 def per_step_forward(params: dict[str, Tensor], x: Tensor, step: int, blocks: int = 4) -> Tensor:

@@ -5,7 +5,6 @@ gradients and losses as constants, as the paper does."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from functools import partial
@@ -14,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import metarun
-from episode_batches import image_batch
+from learner_helpers import image_batch, reference_model
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -22,7 +21,7 @@ from metarun.algorithms.meta_lstm import MetaLSTM, MetaLSTMRule, preprocess
 from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import BatchStatsNorm, Conv4
+from metarun.models import Conv4
 from metarun.tracking.metrics_file import read_metrics
 
 P = 10.0
@@ -66,21 +65,6 @@ def reference_update(
     f = reference_gate(rule.forget_gate, h, theta, state["f"])
     i = reference_gate(rule.input_gate, h, theta, state["i"])
     return f * theta - i * grad, {"h": h, "c": c, "f": f, "i": i}
-
-
-def reference_model(learner: MetaLSTM) -> nn.Module:
-    """The learner with PyTorch's batch-statistics BatchNorm (same parameter names)."""
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    model = copy.deepcopy(learner.model)
-    swap(model)
-    return model.double()
 
 
 def as_params(theta: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -4,7 +4,6 @@ plain per-task ``torch.autograd.grad(create_graph=True)`` loop."""
 
 from __future__ import annotations
 
-import copy
 import json
 from functools import partial
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import metarun
-from episode_batches import image_batch
+from learner_helpers import image_batch, reference_model
 from torch import nn
 from torch.func import functional_call
 
@@ -34,20 +33,6 @@ def tiny_metasgd(**kwargs) -> MetaSGD:
                 module.bias.uniform_(-0.2, 0.2)
         next(iter(learner.rule.alpha.values()))[0].neg_()  # a "direction": some rates negative
     return learner
-
-
-def reference_model(learner: MetaSGD) -> nn.Module:
-    model = copy.deepcopy(learner.model)
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    swap(model)
-    return model.double()
 
 
 def meta_parameters(learner: MetaSGD) -> tuple[dict, dict]:

@@ -5,7 +5,6 @@ mini-batches; and its two evaluation modes classify queries as the authors' code
 
 from __future__ import annotations
 
-import copy
 import json
 from functools import partial
 from pathlib import Path
@@ -14,8 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import metarun, one_line_error
-from episode_batches import image_batch
-from torch import nn
+from learner_helpers import image_batch, reference_model, vary_batch_norm
 from torch.func import functional_call
 
 from metarun.algorithms.reptile import Reptile, minibatch_indices
@@ -32,27 +30,8 @@ def tiny_reptile(**kwargs) -> Reptile:
     settings = {"inner_steps": 3, "inner_batch_size": 4, "inner_lr": 0.01, **kwargs}
     task = TaskSpec("classification", (1, 16, 16), 3)
     learner = Reptile(partial(Conv4, hidden_channels=6), task, **settings).double()
-    for module in learner.modules():  # non-trivial BatchNorm affine parameters
-        if isinstance(module, BatchStatsNorm):
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    vary_batch_norm(learner)
     return learner
-
-
-def reference_model(learner: Reptile) -> nn.Module:
-    """The same network with PyTorch's own batch-statistics BatchNorm (same parameter names)."""
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    model = copy.deepcopy(learner.model)
-    swap(model)
-    return model.double()
 
 
 def loop_adapted(learner: Reptile, batch: EpisodeBatch, index: torch.Tensor) -> list[dict]:

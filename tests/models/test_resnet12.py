@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import TINY_ALGORITHM, TINY_SETTINGS, metarun
-from episode_batches import image_batch
+from learner_helpers import image_batch, vary_batch_norm
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -214,11 +214,7 @@ def tiny_maml(**kwargs) -> MAML:
     torch.manual_seed(0)
     task = TaskSpec("classification", (3, 16, 16), 3)
     learner = MAML(TINY, task, inner_lr=0.4, **kwargs).double()
-    for module in learner.modules():  # non-trivial affine parameters: their terms matter
-        if isinstance(module, BatchStatsNorm):
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    vary_batch_norm(learner)
     return learner
 
 
