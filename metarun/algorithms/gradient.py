@@ -197,8 +197,8 @@ class GradientLearner(nn.Module):
 
     @property
     def autocast_safe(self) -> bool:
-        # Second-order terms (Hessian-vector products) lose their small curvature signal in
-        # bf16; first-order meta-gradients only need ordinary gradients.
+        # The policy in metarun/hardware.py: a second-order meta-gradient's bf16 error grows
+        # with every inner step (measured there), so only first order runs under autocast.
         return not self.second_order
 
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
