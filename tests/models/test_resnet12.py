@@ -4,7 +4,6 @@ of the gradient-based family, and ProtoNet's per-episode BatchNorm."""
 
 from __future__ import annotations
 
-import copy
 import json
 from functools import partial
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import TINY_ALGORITHM, TINY_SETTINGS, metarun
-from learner_helpers import image_batch, vary_batch_norm
+from learner_helpers import image_batch, reference_model, vary_batch_norm
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -23,7 +22,7 @@ from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models.conv4 import Conv4
-from metarun.models.norm import BATCH_NORM_MODES, BatchStatsNorm, apply_batch_norm
+from metarun.models.norm import BATCH_NORM_MODES, apply_batch_norm
 from metarun.models.resnet12 import DropBlock, ResNet12
 
 TINY = partial(ResNet12, channels=[4, 4, 4, 4])
@@ -222,16 +221,7 @@ def loop_meta_gradient(learner: MAML, batch: EpisodeBatch, first_order: bool) ->
     """Textbook MAML, one task at a time, on a copy with PyTorch's own batch-statistics
     BatchNorm (the same parameter names, so one dict drives both)."""
 
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, BatchStatsNorm):
-                setattr(module, name, nn.BatchNorm2d(child.num_features, track_running_stats=False))
-            else:
-                swap(child)
-
-    model = copy.deepcopy(learner.model)
-    swap(model)
-    model.double()
+    model = reference_model(learner)
     params = dict(learner.model.named_parameters())
     total = 0.0
     for t in range(len(batch)):
