@@ -24,6 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from metarun.algorithms.base import ClassSupervised
 from metarun.atomic import atomic_write_text
 from metarun.continuing import (
     check_same_member,
@@ -194,6 +195,8 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     with runtime.main_first():  # one process downloads and caches the data
         data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
+    if isinstance(learner, ClassSupervised):
+        learner.set_training_classes(data.classes("train").num_classes)
     runtime.place(learner)
 
     evaluation = data.episodes

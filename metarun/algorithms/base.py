@@ -58,3 +58,13 @@ class Scheduled(Protocol):
     def start_step(self, step: int, max_steps: int) -> None:
         """``step`` counts from 1 to ``max_steps`` (``trainer.max_steps``)."""
         ...
+
+
+@runtime_checkable
+class ClassSupervised(Protocol):
+    """A learner that pre-trains a classifier over every training class (Baseline, Chen et al.
+    2019) rather than on episode labels alone. Its head's size is the split's class count, which
+    only the loaded data knows, so ``run.py`` passes it after building the learner and before
+    building the optimiser. Episodes carry the global labels (``EpisodeBatch.classes``)."""
+
+    def set_training_classes(self, count: int) -> None: ...

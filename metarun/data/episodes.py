@@ -55,6 +55,9 @@ class EpisodeBatch:
     query_x: Tensor  # [B, N*Q, ...]
     query_y: Tensor  # [B, N*Q]
     ways: int
+    classes: Tensor | None = None
+    """``[B, N]``: each episode's way ``n`` is class ``classes[b, n]`` of the split (global
+    labels, for learners that pre-train on all training classes); None for synthetic tasks."""
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
@@ -72,6 +75,7 @@ class EpisodeBatch:
             move(self.query_x),
             move(self.query_y),
             self.ways,
+            None if self.classes is None else move(self.classes),
         )
 
 
@@ -270,7 +274,12 @@ class EpisodeSampler:
             query_x=images[:, :, k:].reshape(count, n * q, *shape),
             query_y=labels.repeat_interleave(q).expand(count, -1),
             ways=n,
+            classes=self.class_of(index[:, :, 0]).to(images.device),
         )
+
+    def class_of(self, image_index: Tensor) -> Tensor:
+        """The split's class index of each image index."""
+        return torch.searchsorted(self.classes.offsets, image_index.cpu(), right=True) - 1
 
 
 def check_groups_fit(classes: ClassImages, spec: EpisodeSpec, split: str, ways_key: str) -> None:

@@ -125,6 +125,19 @@ def test_support_and_query_of_a_label_share_one_class_without_repeats() -> None:
         ]
 
 
+def test_episodes_name_the_split_class_of_each_way() -> None:
+    classes = tagged_classes([3, 5, 4, 6, 5])  # ragged, so offsets are not multiples
+    sampler = EpisodeSampler(classes, EpisodeSpec(ways=3, shots=1, queries=2), DECODE)
+
+    episodes = sample(sampler, 20, gen(4))
+
+    assert episodes.classes is not None and episodes.classes.shape == (20, 3)
+    support_tags = raw(episodes.support_x[:, :, 0, 0, 0])  # [B, N] with one shot
+    assert torch.equal(episodes.classes, support_tags)
+    moved = episodes.to("cpu")
+    assert torch.equal(moved.classes, episodes.classes)
+
+
 def test_sampling_covers_every_class_and_image() -> None:
     classes = tagged_classes([5, 5, 5, 5, 5, 5, 5, 5])
     sampler = EpisodeSampler(classes, EpisodeSpec(ways=2, shots=1, queries=1), DECODE)
