@@ -62,6 +62,7 @@ Run from the repository root::
     python scripts/benchmark.py [--quick] [--repeats N] [--threads N] [--device auto|cpu|cuda]
     python scripts/benchmark.py --data [--no-caches]   # data loading (scripts/data_benchmark.py)
     python scripts/benchmark.py --family [--quick] [--algorithms maml,anil] [--shapes omniglot]
+    python scripts/benchmark.py --learners [--quick] [--algorithms protonet,snail]
 
 ``--quick`` times only the headline cases (1-step second-order MAML, ProtoNet) with fewer
 repeats, about a minute on 2 idle CPU cores. The family rows are a separate mode rather than
@@ -99,6 +100,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarun.algorithms import MAML, ProtoNet
+from metarun.algorithms.base import ClassSupervised
 from metarun.cli import CONFIG_DIR, options
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
@@ -183,9 +185,10 @@ def random_episodes(
     queries: int,
     device: str,
     image_shape: tuple[int, ...] = IMAGE_SHAPE,
+    train_classes: int = 64,
 ) -> EpisodeBatch:
     """Random images (Omniglot-shaped unless told); labels laid out as
-    ``EpisodeSampler.gather`` does."""
+    ``EpisodeSampler.gather`` does, and random split classes for class-supervised learners."""
     generator = torch.Generator().manual_seed(1)
     labels = torch.arange(ways)
     batch = EpisodeBatch(
@@ -194,6 +197,7 @@ def random_episodes(
         query_x=torch.randn(tasks, ways * queries, *image_shape, generator=generator),
         query_y=labels.repeat_interleave(queries).expand(tasks, -1),
         ways=ways,
+        classes=torch.randint(train_classes, (tasks, ways), generator=generator),
     )
     return batch.to(device)
 
@@ -239,6 +243,7 @@ def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
         batch.query_x[pick],
         batch.query_y[pick],
         batch.ways,
+        None if batch.classes is None else batch.classes[pick],
     )
 
 
@@ -267,6 +272,12 @@ def batched_step(learner: MAML | ProtoNet, batch: EpisodeBatch) -> None:
     """The package's own step: one ``meta_loss`` over the whole meta-batch."""
     loss, _ = learner.meta_loss(batch)
     loss.backward()
+
+
+@torch.no_grad()
+def predict_step(learner: nn.Module, batch: EpisodeBatch) -> None:
+    """Evaluation as ``metarun`` scores test episodes: ``predict`` in eval mode, no graph."""
+    learner.predict(batch)
 
 
 def per_task_loop_step(learner: nn.Module, batch: EpisodeBatch) -> None:
@@ -554,8 +565,13 @@ def print_device(device: torch.device, threads: int) -> None:
     )
 
 
-def print_memory_method(device: torch.device, memory_method: str) -> None:
-    if device.type == "cuda":
+def print_memory_method(device: torch.device, memory_method: str, in_process: bool = False) -> None:
+    if device.type == "cpu" and in_process:
+        print(
+            "--in-process: every case in this process, freed memory returned to the OS "
+            "(malloc_trim) before each; memory figures are approximate"
+        )
+    elif device.type == "cuda":
         print(
             "memory: peak torch.cuda.max_memory_allocated during warm-up + repeats, minus what "
             "was allocated before (model, data), MiB; TF32 is on (hardware defaults), so fp32 "
@@ -715,6 +731,7 @@ class InputShape:
     overrides: tuple[str, ...]
     max_tasks: int  # meta-batch cap of a full run
     why: str
+    train_classes: int  # the size of a class-supervised learner's pre-training head (Baseline)
 
     @property
     def name(self) -> str:
@@ -722,13 +739,16 @@ class InputShape:
 
 
 SHAPES = {
-    "omniglot": InputShape("omniglot", (1, 28, 28), (), 32, "MAML's Omniglot meta-batch"),
+    "omniglot": InputShape(
+        "omniglot", (1, 28, 28), (), 32, "MAML's Omniglot meta-batch", 964 * 4
+    ),  # background characters x 4 rotations
     "mini_imagenet": InputShape(
         "mini_imagenet",
         (3, 84, 84),
         ("model.hidden_channels=32",),  # Conv-4 with 32 filters, as MAML on miniImageNet
         4,
         "MAML's miniImageNet 1-shot meta-batch",
+        64,
     ),
 }
 
@@ -739,7 +759,9 @@ class FamilyCase:
 
     algorithm: str  # a configs/algorithm option
     shape: str  # a key of SHAPES
-    variant: str  # "batched" (one meta_loss over the meta-batch) or "loop" (one task at a time)
+    # "batched": one meta_loss over the meta-batch; "loop": one task at a time; "eval": predict
+    # on a batch of evaluation episodes (--learners)
+    variant: str
     overrides: tuple[str, ...] = ()  # beyond algorithm=<name>, the shape's and model=conv4
     max_tasks: int = 32
 
@@ -762,16 +784,20 @@ class Pair:
     b: FamilyCase
 
 
+def task_cap(full: int, max_tasks: int | None, quick: bool) -> int:
+    """Episodes per timed call: ``--max-tasks`` if given, else a full run's, fewer if quick."""
+    if max_tasks is not None:
+        return max_tasks
+    return min(full, QUICK_MAX_TASKS) if quick else full
+
+
 def family_pairs(
     algorithms: list[str], shapes: list[str], max_tasks: int | None, quick: bool
 ) -> list[Pair]:
     """Batched against loop for each algorithm and shape, then the checkpoint pairs."""
 
     def cap(shape: str) -> int:
-        if max_tasks is not None:
-            return max_tasks
-        full = SHAPES[shape].max_tasks
-        return min(full, QUICK_MAX_TASKS) if quick else full
+        return task_cap(SHAPES[shape].max_tasks, max_tasks, quick)
 
     pairs = []
     for name in algorithms:
@@ -814,7 +840,8 @@ def family_config(case: FamilyCase) -> DictConfig:
 
 def build_family_learner(case: FamilyCase, device: str) -> tuple[nn.Module, EpisodeBatch]:
     """The learner as ``metarun.run`` builds and places it, and a meta-batch of random
-    episodes shaped as it trains on them."""
+    episodes shaped as it trains on them (``eval``: as the data set evaluates, a batch of
+    ``eval.batch_size``)."""
     cfg = family_config(case)
     shape = SHAPES[case.shape]
     if cfg.dataset.image_size != shape.image[-1]:
@@ -823,16 +850,25 @@ def build_family_learner(case: FamilyCase, device: str) -> tuple[nn.Module, Epis
     torch.manual_seed(0)
     task = TaskSpec("classification", shape.image, evaluation.ways)
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=task)
+    if isinstance(learner, ClassSupervised):
+        learner.set_training_classes(shape.train_classes)
     Runtime(torch.device(device), None, channels_last="auto").place(learner)
-    spec = learner.training_episodes(evaluation)
-    tasks = min(learner.meta_batch_size, case.max_tasks)
-    batch = random_episodes(tasks, spec.ways, spec.shots, spec.queries, device, shape.image)
-    return learner.train(), batch
+    if case.variant == "eval":
+        spec, tasks = evaluation, min(cfg.eval.batch_size, case.max_tasks)
+    else:
+        spec = learner.training_episodes(evaluation)
+        tasks = min(learner.meta_batch_size, case.max_tasks)
+    batch = random_episodes(
+        tasks, spec.ways, spec.shots, spec.queries, device, shape.image, shape.train_classes
+    )
+    return learner.train(case.variant != "eval"), batch
 
 
 def run_family_case(case: FamilyCase, device: torch.device, repeats: int) -> dict[str, object]:
     learner, batch = build_family_learner(case, str(device))
-    step_fn = batched_step if case.variant == "batched" else per_task_loop_step
+    step_fn = {"batched": batched_step, "loop": per_task_loop_step, "eval": predict_step}[
+        case.variant
+    ]
     probe = MemoryProbe(device)
     probe.start()
     seconds = time_steps(lambda: step_fn(learner, batch), learner, repeats, device)
@@ -936,12 +972,7 @@ def print_family_header(
         "tasks/s: meta-batch / seconds of the fastest repeat (the median repeat's in brackets); "
         "A/B: ratio of the fastest"
     )
-    print_memory_method(device, memory_method)
-    if in_process and device.type == "cpu":
-        print(
-            "--in-process: every case in this process, freed memory returned to the OS "
-            "(malloc_trim) before each; memory figures are approximate"
-        )
+    print_memory_method(device, memory_method, in_process)
     if skipped:
         print(f"skipped, no configs/algorithm/<name>.yaml yet: {', '.join(skipped)}")
     print(flush=True)
@@ -989,11 +1020,13 @@ def print_family_conclusions(table: list[PairRow]) -> None:
         print(f"{title}: {'; '.join(parts)}")
 
 
-def family_algorithms(requested: str | None) -> tuple[list[str], list[str]]:
-    """The algorithms to run and those of the default family skipped for want of a YAML."""
+def family_algorithms(
+    requested: str | None, default: tuple[str, ...] = FAMILY
+) -> tuple[list[str], list[str]]:
+    """The algorithms to run and those of the default list skipped for want of a YAML."""
     available = options("algorithm")
     if requested is None:
-        return [a for a in FAMILY if a in available], [a for a in FAMILY if a not in available]
+        return [a for a in default if a in available], [a for a in default if a not in available]
     names = [name.strip() for name in requested.split(",") if name.strip()]
     unknown = [name for name in names if name not in available]
     if unknown or not names:
@@ -1017,7 +1050,8 @@ def family_shapes(requested: str) -> list[str]:
 
 def run_family(args: argparse.Namespace, device: torch.device, threads: int) -> None:
     algorithms, skipped = family_algorithms(args.algorithms)
-    pairs = family_pairs(algorithms, family_shapes(args.shapes), args.max_tasks, args.quick)
+    shapes = family_shapes(args.shapes or ",".join(SHAPES))
+    pairs = family_pairs(algorithms, shapes, args.max_tasks, args.quick)
     rows = [case for pair in pairs for case in (pair.a, pair.b)]
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     probe = MemoryProbe(device)  # only to learn which memory method children will get
@@ -1030,6 +1064,115 @@ def run_family(args: argparse.Namespace, device: torch.device, threads: int) -> 
     print_family_table(table)
     print_family_conclusions(table)
     print_footer(started, load_before, "--family --quick" if args.quick else "--family", threads)
+
+
+# --- every learner: training and evaluation throughput (--learners) ------------------------------
+
+LEARNERS = (
+    "protonet",
+    "matchingnet",
+    "relationnet",
+    "siamese",
+    "baseline",
+    "baseline_pp",
+    "mann",
+    "snail",
+    "maml",
+)
+EVAL_TASKS = 32  # eval.batch_size: episodes per evaluation pass
+
+
+def learner_cases(
+    algorithms: list[str], shapes: list[str], max_tasks: int | None, quick: bool
+) -> list[FamilyCase]:
+    """Per algorithm and shape: a training step, then an evaluation pass."""
+    cases = []
+    for name in algorithms:
+        for shape in shapes:
+            train_cap = task_cap(SHAPES[shape].max_tasks, max_tasks, quick)
+            eval_cap = task_cap(EVAL_TASKS, max_tasks, quick)
+            cases.append(FamilyCase(name, shape, "batched", (), train_cap))
+            cases.append(FamilyCase(name, shape, "eval", (), eval_cap))
+    return cases
+
+
+@dataclass
+class LearnerRow:
+    algorithm: str
+    shape: str
+    episodes: tuple[str, str]  # training, evaluation
+    tasks: tuple[int, int]
+    rates: tuple[float, float]  # episodes/s of the fastest repeat
+    peaks_mib: tuple[float, float]
+
+
+def summarise_learners(cases: list[FamilyCase], results: list[dict]) -> list[LearnerRow]:
+    """``results`` in the order of ``learner_cases``: training, then evaluation."""
+    rows = []
+    for i in range(0, len(cases), 2):
+        train, evaluation = results[i], results[i + 1]
+        both = (train, evaluation)
+        rows.append(
+            LearnerRow(
+                cases[i].algorithm,
+                cases[i].shape,
+                tuple("{}w {}s {}q".format(*r["episode"]) for r in both),
+                tuple(r["tasks"] for r in both),
+                tuple(r["tasks"] / min(r["seconds"]) for r in both),
+                tuple(r["peak_bytes"] / MIB for r in both),
+            )
+        )
+    return rows
+
+
+def print_learner_table(table: list[LearnerRow], reference: str = "protonet") -> None:
+    """Episodes/s and peak memory; ``vs <reference>`` divides by that learner's rate on the
+    same shape in the same run."""
+    base = {(r.algorithm, r.shape): r.rates for r in table}
+    header = ("algorithm", "input", "train episode", "tasks", "train eps/s")
+    header += (f"vs {reference}", "MiB", "eval episode", "tasks", "eval eps/s")
+    header += (f"vs {reference}", "MiB")
+    widths = (12, 17, 13, 5, 11, 11, 6, 12, 5, 10, 11, 6)
+    print(table_line(header, widths, 3))
+    print(table_line(["-" * w for w in widths], widths, 3))
+    for r in table:
+        ref = base.get((reference, r.shape))
+        cells = [r.algorithm, SHAPES[r.shape].name]
+        for phase in (0, 1):
+            ratio = f"{r.rates[phase] / ref[phase]:.2f}x" if ref else "-"
+            cells += [r.episodes[phase], str(r.tasks[phase]), f"{r.rates[phase]:.3g}", ratio]
+            cells += [f"{r.peaks_mib[phase]:.0f}"]
+        print(table_line(cells, widths, 3))
+    print()
+
+
+def run_learners(args: argparse.Namespace, device: torch.device, threads: int) -> None:
+    algorithms, skipped = family_algorithms(args.algorithms, LEARNERS)
+    shapes = family_shapes(args.shapes or "omniglot")
+    cases = learner_cases(algorithms, shapes, args.max_tasks, args.quick)
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    probe = MemoryProbe(device)
+    probe.start()
+    print("metarun learner benchmark: every learner built from its YAML, a training step and an")
+    print("evaluation pass on random images shaped as the data set's episodes")
+    print_device(device, threads)
+    print(
+        "train: meta_loss(batch) + backward() on the learner's training episodes (the YAML's "
+        "meta_batch_size, capped); eval: predict(batch) under no_grad in eval mode on the data "
+        "set's evaluation episodes (eval.batch_size, capped)"
+    )
+    print(
+        f"fp32, no autocast, no optimiser step; 1 warm-up, then {args.repeats} timed repeats; "
+        "eps/s: episodes over the fastest repeat"
+    )
+    print_memory_method(device, probe.method, args.in_process)
+    if skipped:
+        print(f"skipped, no configs/algorithm/<name>.yaml yet: {', '.join(skipped)}")
+    print(flush=True)
+    results = run_all(cases, device, args.repeats, threads, args.in_process)
+    print_learner_table(summarise_learners(cases, results))
+    mode = "--learners --quick" if args.quick else "--learners"
+    print_footer(started, load_before, mode, threads)
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -1053,14 +1196,21 @@ def parse_args() -> argparse.Namespace:
         help="the optimisation-based family from its YAML: batched vs per-task loop",
     )
     parser.add_argument(
+        "--learners",
+        action="store_true",
+        help="every learner from its YAML: training and evaluation episodes/s and peak memory",
+    )
+    parser.add_argument(
         "--algorithms",
         default=None,
-        help=f"with --family: configs/algorithm options, comma-separated ({','.join(FAMILY)})",
+        help=f"with --family or --learners: configs/algorithm options, comma-separated "
+        f"(--family: {','.join(FAMILY)}; --learners: {','.join(LEARNERS)})",
     )
     parser.add_argument(
         "--shapes",
-        default=",".join(SHAPES),
-        help=f"with --family: input shapes, comma-separated, of {','.join(SHAPES)}",
+        default=None,
+        help=f"with --family (default: all) or --learners (default: omniglot): input shapes, "
+        f"comma-separated, of {','.join(SHAPES)}",
     )
     parser.add_argument(
         "--max-tasks",
@@ -1079,11 +1229,11 @@ def parse_args() -> argparse.Namespace:
     if args.max_tasks is not None and args.max_tasks < 1:
         parser.error("--max-tasks must be at least 1")
     family_only = args.algorithms is not None or args.max_tasks is not None
-    family_only = family_only or args.shapes != ",".join(SHAPES)
-    if family_only and not args.family:
-        parser.error("--algorithms, --shapes and --max-tasks need --family")
-    if args.family and args.data:
-        parser.error("--family and --data are separate runs; give one")
+    family_only = family_only or args.shapes is not None
+    if family_only and not (args.family or args.learners):
+        parser.error("--algorithms, --shapes and --max-tasks need --family or --learners")
+    if args.family + args.data + args.learners > 1:
+        parser.error("--family, --learners and --data are separate runs; give one")
     return args
 
 
@@ -1109,6 +1259,9 @@ def main() -> None:
         return
     if args.family:
         run_family(args, device, threads)
+        return
+    if args.learners:
+        run_learners(args, device, threads)
         return
     rows = cases(args.quick)
     started, load_before = time.perf_counter(), os.getloadavg()[0]

@@ -158,3 +158,46 @@ def test_learners_are_built_as_configured(bench: ModuleType) -> None:
     )
     learner, _ = bench.build_family_learner(checkpointed, "cpu")
     assert learner.checkpoint_steps and learner.inner_steps == 5 and learner.second_order
+
+
+def test_learner_table_has_training_and_evaluation_rates(tmp_path: Path) -> None:
+    done = run_script(
+        "--learners",
+        "--algorithms",
+        "protonet,maml",
+        "--max-tasks",
+        "2",
+        "--repeats",
+        "1",
+        "--in-process",
+        "--threads",
+        "1",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    assert [row[:4] for row in rows] == [
+        ["protonet", "omniglot 1x28x28", "60w 1s 5q", "1"],  # its meta-batch: one episode
+        ["maml", "omniglot 1x28x28", "5w 1s 1q", "2"],
+    ], done.stdout
+    for row in rows:
+        assert row[7:9] == ["5w 1s 15q", "2"], row  # the data set's evaluation episodes
+        for cell in (row[4], row[6], row[9], row[11]):
+            assert math.isfinite(float(cell)) and float(cell) > 0, row
+    assert rows[0][5] == rows[0][10] == "1.00x"  # protonet is the reference
+    maml_ratio = float(rows[1][5].rstrip("x"))
+    assert maml_ratio == pytest.approx(float(rows[1][4]) / float(rows[0][4]), rel=0.02)
+
+
+def test_learner_cases_pair_training_with_evaluation(bench: ModuleType) -> None:
+    cases = bench.learner_cases(["protonet", "snail"], ["omniglot"], None, True)
+    assert [(c.algorithm, c.variant, c.max_tasks) for c in cases] == [
+        ("protonet", "batched", bench.QUICK_MAX_TASKS),
+        ("protonet", "eval", bench.QUICK_MAX_TASKS),
+        ("snail", "batched", bench.QUICK_MAX_TASKS),
+        ("snail", "eval", bench.QUICK_MAX_TASKS),
+    ]
+    full = bench.learner_cases(["maml"], ["omniglot"], None, False)
+    assert [c.max_tasks for c in full] == [32, bench.EVAL_TASKS]
+    learner, batch = bench.build_family_learner(full[1], "cpu")
+    assert not learner.training and list(batch.query_x.shape) == [32, 75, 1, 28, 28]
