@@ -279,7 +279,9 @@ class EpisodeSampler:
 
     def class_of(self, image_index: Tensor) -> Tensor:
         """The split's class index of each image index."""
-        return torch.searchsorted(self.classes.offsets, image_index.cpu(), right=True) - 1
+        return (
+            torch.searchsorted(self.classes.offsets, image_index.cpu().contiguous(), right=True) - 1
+        )
 
 
 def check_groups_fit(classes: ClassImages, spec: EpisodeSpec, split: str, ways_key: str) -> None:
