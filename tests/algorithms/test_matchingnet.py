@@ -283,3 +283,23 @@ def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides, fce) -> Non
     (summary,) = (tmp_path / "outputs" / "runs").glob("*_matchingnet-omniglot/summary.json")
     result = json.loads(summary.read_text())
     assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100
+
+
+def test_under_bf16_autocast_only_the_encoder_runs_in_bf16() -> None:
+    torch.manual_seed(0)
+    task = TaskSpec("classification", (1, 16, 16), 3)
+    learner = MatchingNet(partial(Conv4, hidden_channels=4), task, fce=True, fce_steps=2)
+    batch = image_batch(tasks=2)
+    batch = EpisodeBatch(
+        batch.support_x.float(), batch.support_y, batch.query_x.float(), batch.query_y, 3
+    )
+    learner.eval()
+    with torch.no_grad():
+        exact = learner.predict(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = learner.encoder(batch.query_x[0])
+            mixed = learner.predict(batch)
+    assert features.dtype == torch.bfloat16  # the guard: autocast is on for the encoder
+    assert mixed.dtype == torch.float32  # ... and off for the LSTMs, cosine and log-sum-exp
+    torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 6))
+    torch.testing.assert_close(mixed, exact, atol=0.1, rtol=0.1)
