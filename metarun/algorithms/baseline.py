@@ -25,12 +25,13 @@ Departures, and why:
   paper's 16 images. Unlike the authors' uniformly shuffled images, a batch holds 8 distinct
   classes with 2 images each, which the shared sampler gives for free (it needs shots and
   queries of at least 1).
-* The training budget: the paper trains 400 epochs (the code: 5 on Omniglot, 200 on CUB);
-  metarun counts steps, so an epoch is ``training images / 16`` steps and ``trainer.max_steps``
-  is left as configured. The authors keep the last model; metarun keeps the best on validation.
-* The training head has exactly the split's class count (the code's softmax layer has a fixed
-  ``num_classes=200``, 4112 on Omniglot, some never used); the cosine scale follows the actual
-  count.
+* The training budget: the paper trains 400 epochs (the code: 400 on miniImageNet, 200 on CUB,
+  5 on Omniglot); metarun counts steps, so an epoch is ``training images / 16`` steps (400
+  miniImageNet epochs: 960,000) and ``trainer.max_steps`` is left as configured.
+  The authors keep the last model; metarun keeps the best on validation.
+* The training head has exactly the split's class count (the code's has ``--num_classes``
+  outputs, 200 by default and at least 4112 on Omniglot, some never used); the cosine scale
+  follows the count by the same rule, so it is 2 on miniImageNet and 10 on Omniglot as there.
 * Fine-tuning is batched: the heads of a batch of episodes are one tensor ``[B, N, D]`` trained
   together on the sum of the episodes' mean losses, so each head gets exactly its own gradient
   and SGD (elementwise) updates each as if alone. Every episode starts from the same initial
