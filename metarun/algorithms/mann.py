@@ -94,7 +94,9 @@ def check_settings(
     if not 0.0 <= usage_decay <= 1.0:
         raise ConfigError("algorithm.usage_decay", f"must be in [0, 1], got {usage_decay}")
     if encoder not in ENCODERS:
-        raise ConfigError("algorithm.encoder", f"must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+        raise ConfigError(
+            "algorithm.encoder", f"must be one of {', '.join(ENCODERS)}, got {encoder!r}"
+        )
 
 
 class MANN(nn.Module):
@@ -210,9 +212,13 @@ class MANN(nn.Module):
         query_logits = self._queries(state, labels[:, -1], features[:, s:])
         return support_logits, labels, query_logits
 
+    @staticmethod
+    def _training_order(support_y: Tensor) -> Tensor:
+        """A random support order ``[B, S]`` per episode (the global generator)."""
+        return torch.rand(support_y.shape, device=support_y.device).argsort(dim=1)
+
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        b, s = batch.support_y.shape
-        order = torch.rand(b, s, device=batch.support_y.device).argsort(dim=1)
+        order = self._training_order(batch.support_y)
         support_logits, labels, query_logits = self._logits(batch, order)
         logits, targets = query_logits.flatten(0, 1), batch.query_y.flatten()
         if self.support_loss:

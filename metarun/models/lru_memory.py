@@ -136,7 +136,9 @@ class LRUAMemoryCell(nn.Module):
         emitted = self.heads(hidden)
         keys = torch.tanh(emitted[:, : h * w]).view(-1, h, w)
         gates = emitted[:, -h:]
-        vectors = torch.tanh(emitted[:, h * w : 2 * h * w]).view(-1, h, w) if self.add_vector else keys
+        vectors = (
+            torch.tanh(emitted[:, h * w : 2 * h * w]).view(-1, h, w) if self.add_vector else keys
+        )
 
         least = least_used(state.usage, h)
         write_w = write_weights(gates, state.read_weights, least)

@@ -136,7 +136,9 @@ def test_a_closed_gate_writes_the_key_to_the_least_used_slot_only(gate: float) -
         torch.testing.assert_close(new.memory[b, untouched], state.memory[b, untouched])
     weights = write_weights(torch.full((2, 1), gate), state.read_weights, least[:, None])
     expected_slot = least if gate < 0 else last_read
-    torch.testing.assert_close(weights[:, 0], torch.nn.functional.one_hot(expected_slot, 5).double())
+    torch.testing.assert_close(
+        weights[:, 0], torch.nn.functional.one_hot(expected_slot, 5).double()
+    )
 
 
 def test_each_head_takes_its_own_least_used_slot() -> None:
