@@ -10,6 +10,8 @@ import pytest
 import yaml
 from cli_helpers import metarun, one_line_error
 
+from metarun.training.checkpoint import load_checkpoint
+
 FINAL_LINE = re.compile(r"^test acc \d+\.\d ± \d+\.\d \(95% CI, 6 episodes\)$")
 
 
@@ -65,6 +67,39 @@ def test_a_sweep_runs_every_combination_in_its_own_directory(tmp_path, tiny_over
         (f"algorithm={a}", f"seed={s}") for a in ("maml", "protonet") for s in (0, 1)
     }
     assert done.stdout.count("test acc") == 4
+
+
+COMPARED = ["protonet", "matchingnet", "relationnet", "siamese", "baseline", "baseline_pp"]
+COMPARED += ["mann", "snail"]
+
+
+def test_the_comparison_preset_runs_every_learner_on_the_same_episodes(
+    tmp_path, tiny_overrides
+) -> None:
+    """The end-to-end CLI run of each metric and memory learner on the Omniglot sample, with
+    its YAML's own settings: one sweep, so one process start for all of them."""
+    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
+    done = metarun("-m", "experiment=compare_omniglot", *overrides, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    members = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    assert len(members) == len(COMPARED)
+    evaluated = []
+    for member, algorithm in zip(members, COMPARED, strict=True):
+        config = yaml.safe_load((member / ".hydra" / "config.yaml").read_text())
+        assert config["algorithm"]["_target_"].startswith("metarun.algorithms.")
+        assert f"algorithm={algorithm}" in (member / ".hydra" / "overrides.yaml").read_text()
+        summary = json.loads((member / "summary.json").read_text())
+        assert summary["status"] == "complete", (algorithm, summary)
+        assert summary["test"]["episodes"] == 6 and 0 <= summary["test"]["mean"] <= 100
+        evaluated.append((config["dataset"], config["eval"]))
+        if algorithm.startswith("baseline"):  # the ClassSupervised hook sized its head
+            stored = load_checkpoint(member / "checkpoints" / "best.pt")["learner"]
+            key = "classifier.weight" if algorithm == "baseline" else "classifier.direction"
+            assert stored[key].shape[0] > 3  # every training class, not an episode's ways
+    # The test episodes are a plan drawn from the data set and eval settings alone.
+    assert all(e == evaluated[0] for e in evaluated), "members were tested on other episodes"
+    assert evaluated[0][0]["background"] == "images_background_small1"
 
 
 def test_resume_true_finds_the_run_with_the_same_overrides(tmp_path, tiny_overrides) -> None:

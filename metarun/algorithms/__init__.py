@@ -1,30 +1,43 @@
 """Meta-learners: one module per algorithm, all satisfying ``MetaLearner``.
 
 The optimisation-based family (MAML, ANIL, Meta-SGD, MAML++, Reptile, Meta-LSTM) shares one
-functional inner loop, ``metarun.algorithms.gradient``; ProtoNet classifies by distances."""
+functional inner loop, ``metarun.algorithms.gradient``. The metric family (ProtoNet, Matching,
+Relation and Siamese networks, Baseline/Baseline++) classifies by comparing embeddings; the
+memory family (MANN, SNAIL) reads an episode as a sequence."""
 
 from metarun.algorithms.anil import ANIL
-from metarun.algorithms.base import MetaLearner, ModelFactory, Scheduled
+from metarun.algorithms.base import ClassSupervised, MetaLearner, ModelFactory, Scheduled
+from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.gradient import GradientLearner, SGDStep, UpdateRule
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mamlpp import MAMLPlusPlus
+from metarun.algorithms.mann import MANN
+from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.meta_lstm import MetaLSTM
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.protonet import ProtoNet
+from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
+from metarun.algorithms.siamese import Siamese
 
 __all__ = [
     "ANIL",
     "MAML",
+    "MANN",
+    "Baseline",
+    "ClassSupervised",
     "GradientLearner",
     "MAMLPlusPlus",
+    "MatchingNet",
     "MetaLSTM",
     "MetaLearner",
     "MetaSGD",
     "ModelFactory",
     "ProtoNet",
+    "RelationNet",
     "Reptile",
     "SGDStep",
     "Scheduled",
+    "Siamese",
     "UpdateRule",
 ]

@@ -4,13 +4,11 @@ checked against a per-episode, per-query loop."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import metarun
 from learner_helpers import image_batch
 
 from metarun.algorithms.mann import MANN, fixed_order, label_offset_inputs
@@ -218,15 +216,3 @@ def test_bad_settings_name_their_key(setting: dict, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         MANN(partial(Conv4), TaskSpec("classification", (1, 8, 8), 3), **setting)
     assert error.value.key == key and "\n" not in str(error.value)
-
-
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides) -> None:
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    small = [f"algorithm.{key}={value}" for key, value in SMALL.items()]
-    done = metarun(
-        *overrides, "algorithm=mann", "algorithm.meta_batch_size=2", *small, cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_mann-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100

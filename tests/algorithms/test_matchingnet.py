@@ -4,13 +4,11 @@ its negative log-likelihood; Full Context Embeddings follow the paper's appendix
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import metarun
 from learner_helpers import image_batch
 from torch import nn
 
@@ -266,23 +264,6 @@ def test_bad_settings_are_config_errors_naming_the_key(key, value) -> None:
     with pytest.raises(ConfigError, match=f"^algorithm.{key}: ") as error:
         MatchingNet(identity_encoder, task, **{key: value})
     assert error.value.key == f"algorithm.{key}"
-
-
-@pytest.mark.parametrize("fce", [False, True])
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides, fce) -> None:
-    overrides = [o for o in tiny_overrides("protonet") if not o.startswith("algorithm")]
-    done = metarun(
-        *overrides,
-        "algorithm=matchingnet",
-        f"algorithm.fce={str(fce).lower()}",
-        "algorithm.fce_steps=2",
-        "algorithm.train_queries=2",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_matchingnet-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100
 
 
 def test_under_bf16_autocast_only_the_encoder_runs_in_bf16() -> None:

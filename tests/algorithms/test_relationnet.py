@@ -4,12 +4,10 @@ scores lie in (0, 1), and training regresses them onto the one-hot query labels 
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import pytest
 import torch
-from cli_helpers import metarun
 from learner_helpers import image_batch
 
 from metarun.algorithms.relationnet import RelationNet
@@ -187,12 +185,3 @@ def test_the_yaml_gives_the_paper_architecture_and_schedule(compose_config) -> N
     assert (net.relation.fc.out_features, net.relation.out.in_features) == (8, 8)
     mini = compose_config(["algorithm=relationnet", "dataset=mini_imagenet"])
     assert mini.algorithm.relation_padding == 0 and mini.algorithm.train_queries == 15
-
-
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides) -> None:
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    done = metarun(*overrides, "algorithm=relationnet", "algorithm.train_queries=2", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_relationnet-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100

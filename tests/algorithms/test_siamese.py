@@ -4,13 +4,11 @@ pairs, and one-shot prediction by the most similar support image."""
 
 from __future__ import annotations
 
-import json
 import math
 from functools import partial
 
 import pytest
 import torch
-from cli_helpers import metarun
 from learner_helpers import image_batch
 from torch import nn
 
@@ -293,13 +291,3 @@ def test_the_config_chooses_kochs_optimiser_and_yields_to_another(compose_config
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.scheduler.gamma == 0.99
     adam = compose_config(["algorithm=siamese", "optimizer=adam"])
     assert adam.optimizer._target_ == "torch.optim.Adam" and adam.scheduler is None
-
-
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides) -> None:
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    settings = ("algorithm.train_ways=6", "algorithm.embedding_size=32")
-    done = metarun(*overrides, "algorithm=siamese", *settings, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_siamese-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100
