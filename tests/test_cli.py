@@ -78,7 +78,7 @@ def test_the_comparison_preset_runs_every_learner_on_the_same_episodes(
 ) -> None:
     """The end-to-end CLI run of each metric and memory learner on the Omniglot sample, with
     its YAML's own settings: one sweep, so one process start for all of them."""
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
+    overrides = [o for o in tiny_overrides("maml") if not o.startswith(("algorithm", "experi"))]
     done = metarun("-m", "experiment=compare_omniglot", *overrides, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()

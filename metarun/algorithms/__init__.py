@@ -19,11 +19,13 @@ from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
 from metarun.algorithms.siamese import Siamese
+from metarun.algorithms.snail import SNAIL
 
 __all__ = [
     "ANIL",
     "MAML",
     "MANN",
+    "SNAIL",
     "Baseline",
     "ClassSupervised",
     "GradientLearner",

@@ -5,13 +5,11 @@ per-query loop that builds every sequence and runs it whole."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import metarun
 from learner_helpers import image_batch
 
 from metarun.algorithms.snail import SNAIL, sequence_items
@@ -205,20 +203,3 @@ def test_bad_settings_are_config_errors_naming_the_key(settings: dict, key: str)
     with pytest.raises(ConfigError) as error:
         learner(**settings)
     assert error.value.key == key
-
-
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides) -> None:
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    done = metarun(
-        *overrides,
-        "algorithm=snail",
-        "algorithm.meta_batch_size=2",
-        "algorithm.key_sizes=[8,8,8]",
-        "algorithm.value_sizes=[4,4,4]",
-        "algorithm.filters=8",
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_snail-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100
