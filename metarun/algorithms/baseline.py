@@ -58,7 +58,7 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import one_running_update, use_episode_statistics
+from metarun.models import embed_episodes, embedding_size, use_episode_statistics
 
 Head = Literal["linear", "cosine"]
 HEADS = ("linear", "cosine")
@@ -241,7 +241,7 @@ class Baseline(nn.Module):
         """Create the classifier over every training class (``ClassSupervised``)."""
         if count < 1:
             raise ValueError(f"need at least one training class, got {count}")
-        features = self._feature_size()
+        features = embedding_size(self.encoder, self.task.input_shape)
         if self.head == "linear":
             classifier: nn.Module = nn.Linear(features, count)
             nn.init.zeros_(classifier.bias)  # the authors' code
@@ -250,18 +250,6 @@ class Baseline(nn.Module):
             classifier = CosineClassifier(features, count, scale)
         reference = next(self.encoder.parameters())
         self.classifier = classifier.to(device=reference.device, dtype=reference.dtype)
-
-    def _feature_size(self) -> int:
-        size = getattr(self.encoder, "embedding_size", None)
-        if size is None:
-            with torch.no_grad():
-                was_training = self.encoder.training
-                self.encoder.eval()
-                reference = next(self.encoder.parameters())
-                probe = torch.zeros(1, *self.task.input_shape, dtype=reference.dtype)
-                size = self.encoder(probe.to(reference.device)).shape[-1]
-                self.encoder.train(was_training)
-        return int(size)
 
     def _classifier_from_state(
         self, state_dict: Mapping[str, Any], prefix: str, *args: Any
@@ -277,14 +265,6 @@ class Baseline(nn.Module):
         return evaluation.replace(
             ways=self.train_ways, shots=self.train_shots, queries=self.train_queries
         )
-
-    def _embed(self, images: Tensor) -> Tensor:
-        """Features ``[B, n, D]`` of episodes' images ``[B, n, ...]``: one backbone call per
-        episode in training (each normalised with its own statistics), one for all in eval."""
-        if not self.training:
-            return self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
-        with one_running_update(self.encoder):
-            return torch.stack([self.encoder(episode) for episode in images])
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy of the classifier over all training classes against each image's
@@ -306,7 +286,7 @@ class Baseline(nn.Module):
             [batch.classes.gather(1, batch.support_y), batch.classes.gather(1, batch.query_y)],
             dim=1,
         )
-        logits = self.classifier(self._embed(images))  # [B, n, classes]
+        logits = self.classifier(embed_episodes(self.encoder, images))  # [B, n, classes]
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         accuracy = self.task.score(logits.detach(), labels).mean()
         return loss, {"loss": loss.detach(), "acc": accuracy}
@@ -323,7 +303,9 @@ class Baseline(nn.Module):
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
-        features = self._embed(torch.cat([batch.support_x, batch.query_x], dim=1)).detach()
+        features = embed_episodes(
+            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1)
+        ).detach()
         features = features.to(torch.promote_types(features.dtype, torch.float32))
         params = self._fit(features[:, :s], batch.support_y, batch.ways)
         with torch.autocast(features.device.type, enabled=False):

@@ -57,7 +57,7 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import one_running_update, use_episode_statistics
+from metarun.models import embed_episodes, embedding_size, use_episode_statistics
 from metarun.models.lru_memory import LRUAMemoryCell, LRUAState
 
 ENCODERS = ("pixels", "model")
@@ -146,7 +146,7 @@ class MANN(nn.Module):
         features = math.prod(task.input_shape)
         if encoder == "model":
             self.encoder = use_episode_statistics(model(task.input_shape, None))
-            features = self._embedding_size(task.input_shape)
+            features = embedding_size(self.encoder, task.input_shape)
         self.cell = LRUAMemoryCell(
             features + self.ways,
             controller_size,
@@ -158,14 +158,6 @@ class MANN(nn.Module):
         )
         self.classifier = nn.Linear(self.cell.features, self.ways)
 
-    def _embedding_size(self, input_shape: tuple[int, ...]) -> int:
-        was_training = self.encoder.training
-        self.encoder.eval()
-        with torch.no_grad():
-            size = self.encoder(torch.zeros(2, *input_shape)).flatten(1).shape[1]
-        self.encoder.train(was_training)
-        return size
-
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
         return evaluation.replace(shots=self.train_shots, queries=self.train_queries)
 
@@ -174,10 +166,7 @@ class MANN(nn.Module):
         embeddings (one call per episode in training, so BatchNorm sees each on its own)."""
         if self.encoder is None:
             return images.flatten(2)
-        if not self.training:
-            return self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
-        with one_running_update(self.encoder):
-            return torch.stack([self.encoder(episode).flatten(1) for episode in images])
+        return embed_episodes(self.encoder, images)
 
     def _support(
         self, support: Tensor, support_y: Tensor, order: Tensor

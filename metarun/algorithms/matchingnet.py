@@ -57,7 +57,7 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import one_running_update, use_episode_statistics
+from metarun.models import embed_episodes, embedding_size, use_episode_statistics
 
 
 def cosine_attention(query: Tensor, support: Tensor) -> Tensor:
@@ -103,20 +103,6 @@ class FullContextEmbedding(nn.Module):
             h_hat, c = self.query_cell(torch.cat([x, readout], dim=-1), (h, c))
             h = h_hat + x
         return h.view(b, m, d)
-
-
-def embedding_size(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """The encoder's output width: its ``embedding_size`` (Conv-4, ResNet-12), else measured on
-    a blank input in eval mode (so no BatchNorm statistics move)."""
-    size = getattr(encoder, "embedding_size", None)
-    if size is not None:
-        return int(size)
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        size = encoder(torch.zeros(1, *input_shape)).flatten(1).shape[1]
-    encoder.train(was_training)
-    return int(size)
 
 
 @contextlib.contextmanager
@@ -172,14 +158,6 @@ class MatchingNet(nn.Module):
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
         return evaluation.replace(ways=self.train_ways, queries=self.train_queries)
 
-    def _embed(self, images: Tensor) -> Tensor:
-        """Embeddings ``[B, n, D]`` of episodes' images ``[B, n, ...]``: one encoder call per
-        episode in training (each normalised with its own statistics), one for all in eval."""
-        if not self.training:
-            return self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
-        with one_running_update(self.encoder):
-            return torch.stack([self.encoder(episode).flatten(1) for episode in images])
-
     def contextualise(self, support: Tensor, query: Tensor) -> tuple[Tensor, Tensor]:
         """g(S) and f(x^, S) ``[B, n, D]`` from the encoder's g'(S) and f'(x^): Full Context
         Embeddings with ``fce``, else the encoder's embeddings unchanged."""
@@ -198,7 +176,9 @@ class MatchingNet(nn.Module):
 
     def _log_probs(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
-        embeddings = self._embed(torch.cat([batch.support_x, batch.query_x], dim=1))
+        embeddings = embed_episodes(
+            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1)
+        )
         return self._match(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:

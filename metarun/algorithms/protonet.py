@@ -30,7 +30,7 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import one_running_update, use_episode_statistics
+from metarun.models import embed_episodes, use_episode_statistics
 
 
 def prototype_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
@@ -74,17 +74,11 @@ class ProtoNet(nn.Module):
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
         return evaluation.replace(ways=self.train_ways, queries=self.train_queries)
 
-    def _embed(self, images: Tensor) -> Tensor:
-        """Embeddings ``[B, n, D]`` of episodes' images ``[B, n, ...]``: one encoder call per
-        episode in training (each normalised with its own statistics), one for all in eval."""
-        if not self.training:
-            return self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
-        with one_running_update(self.encoder):
-            return torch.stack([self.encoder(episode) for episode in images])
-
     def _logits(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
-        embeddings = self._embed(torch.cat([batch.support_x, batch.query_x], dim=1))
+        embeddings = embed_episodes(
+            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1)
+        )
         return prototype_logits(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:

@@ -65,7 +65,8 @@ from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.pairs import episode_pairs
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import one_running_update, use_episode_statistics
+from metarun.models import embed_episodes, use_episode_statistics
+from metarun.models.embedding import embedding_size as encoder_width
 
 LOSSES = ("bce", "contrastive")
 
@@ -137,7 +138,7 @@ class Siamese(nn.Module):
         self.loss = loss
         self.margin = margin
         self.encoder = use_episode_statistics(model(task.input_shape, None))
-        self.embedding = nn.Linear(self.encoder.embedding_size, embedding_size)
+        self.embedding = nn.Linear(encoder_width(self.encoder, task.input_shape), embedding_size)
         self.alpha = nn.Parameter(torch.empty(embedding_size))
         self.bias = nn.Parameter(torch.empty(()))
         with torch.no_grad():  # Koch's initialisation of his final, distance layer
@@ -159,12 +160,7 @@ class Siamese(nn.Module):
         """Sigmoid embeddings ``[B, n, E]`` of episodes' images ``[B, n, ...]``: one encoder
         call per episode in training (each normalised with its own statistics), one for all in
         eval."""
-        if self.training:
-            with one_running_update(self.encoder):
-                features = torch.stack([self.encoder(episode) for episode in images])
-        else:
-            features = self.encoder(images.flatten(0, 1)).view(*images.shape[:2], -1)
-        return torch.sigmoid(self.embedding(features))
+        return torch.sigmoid(self.embedding(embed_episodes(self.encoder, images)))
 
     def _embed_episodes(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
         s = batch.support_x.shape[1]

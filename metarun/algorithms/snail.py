@@ -59,21 +59,11 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
-from metarun.models import one_running_update, use_episode_statistics
+from metarun.models import embed_episodes, embedding_size, use_episode_statistics
 from metarun.models.snail_blocks import SnailNet
 
 EVAL_ORDER_SEED = 0
 """Seeds the one support permutation evaluation uses, whatever the batch."""
-
-
-def embedding_size(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Features the encoder produces per image (any backbone, not only Conv-4)."""
-    was_training = encoder.training
-    encoder.eval()  # running statistics: a dummy pass changes nothing
-    with torch.no_grad():
-        size = encoder(torch.zeros(1, *input_shape)).flatten(1).shape[1]
-    encoder.train(was_training)
-    return size
 
 
 def sequence_items(
@@ -153,14 +143,6 @@ class SNAIL(nn.Module):
             )
         return evaluation.replace(queries=self.train_queries)
 
-    def _embed(self, images: Tensor) -> Tensor:
-        """Embeddings ``[B, n, D]`` of episodes' images ``[B, n, ...]``: one encoder call per
-        episode in training (each normalised with its own statistics), one for all in eval."""
-        if not self.training:
-            return self.encoder(images.flatten(0, 1)).reshape(*images.shape[:2], -1)
-        with one_running_update(self.encoder):
-            return torch.stack([self.encoder(episode).flatten(1) for episode in images])
-
     def support_order(self, episodes: int, size: int, device: torch.device) -> Tensor:
         """``[B, S]`` positions: the order support examples enter each episode's sequence."""
         if not self.shuffle_support:
@@ -182,7 +164,7 @@ class SNAIL(nn.Module):
 
     def _batch_logits(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
-        features = self._embed(torch.cat([batch.support_x, batch.query_x], dim=1))
+        features = embed_episodes(self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1))
         return self._logits(features[:, :s], batch.support_y, features[:, s:])
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:

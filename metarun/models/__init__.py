@@ -3,6 +3,7 @@ head it needs (a classifier, or none for an embedding) from a model config that 
 architecture choices."""
 
 from metarun.models.conv4 import Conv4
+from metarun.models.embedding import embed_episodes, embedding_size
 from metarun.models.episode_norm import (
     EpisodeBatchNorm,
     one_running_update,
@@ -30,6 +31,8 @@ __all__ = [
     "ResNet12",
     "Conv4",
     "EpisodeBatchNorm",
+    "embed_episodes",
+    "embedding_size",
     "one_running_update",
     "use_batch_statistics",
     "use_episode_statistics",
