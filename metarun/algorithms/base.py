@@ -14,11 +14,23 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
+from metarun.data.task import TaskSpec
+from metarun.errors import ConfigError
 
 ModelFactory = Callable[..., nn.Module]
 """Builds a backbone: ``factory(input_shape, out_features)``; ``out_features=None`` means an
 embedding without a head. Model configs are partial, so architecture choices come from YAML and
 the data-dependent sizes from the algorithm."""
+
+
+def require_classification(task: TaskSpec, algorithm: str) -> None:
+    """Metric and memory learners compare or label classes; regression is MAML's family's."""
+    if task.kind != "classification":
+        raise ConfigError(
+            "algorithm",
+            f"{algorithm} classifies, but the data set poses a {task.kind} task; use "
+            f"algorithm=maml for it",
+        )
 
 
 @runtime_checkable

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, require_classification
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -199,12 +199,7 @@ class Baseline(nn.Module):
     ) -> None:
         super().__init__()
         name = "baseline_pp" if head == "cosine" else "baseline"
-        if task.kind != "classification":
-            raise ConfigError(
-                "algorithm",
-                f"{name} classifies, but the data set poses a {task.kind} task; use "
-                f"algorithm=maml for it",
-            )
+        require_classification(task, name)
         check_settings(
             head,
             meta_batch_size,

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, require_classification
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -122,12 +122,7 @@ class MANN(nn.Module):
         train_queries: int | None = None,
     ) -> None:
         super().__init__()
-        if task.kind != "classification":
-            raise ConfigError(
-                "algorithm",
-                f"mann classifies, but the data set poses a {task.kind} task; use "
-                f"algorithm=maml for it",
-            )
+        require_classification(task, "mann")
         sizes = {
             "memory_slots": memory_slots,
             "memory_width": memory_width,

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, require_classification
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -128,12 +128,7 @@ class MatchingNet(nn.Module):
         train_queries: int | None = 5,
     ) -> None:
         super().__init__()
-        if task.kind != "classification":
-            raise ConfigError(
-                "algorithm",
-                f"matchingnet classifies, but the data set poses a {task.kind} task; use "
-                f"algorithm=maml for it",
-            )
+        require_classification(task, "matchingnet")
         if not isinstance(fce, bool):
             raise ConfigError("algorithm.fce", f"must be true or false, got {fce!r}")
         for key, value in (("fce_steps", fce_steps), ("meta_batch_size", meta_batch_size)):

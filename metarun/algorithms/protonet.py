@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, require_classification
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -55,12 +55,7 @@ class ProtoNet(nn.Module):
         train_queries: int | None = 5,
     ) -> None:
         super().__init__()
-        if task.kind != "classification":
-            raise ConfigError(
-                "algorithm",
-                f"protonet classifies, but the data set poses a {task.kind} task; use "
-                f"algorithm=maml for it",
-            )
+        require_classification(task, "protonet")
         if meta_batch_size < 1:
             raise ConfigError(
                 "algorithm.meta_batch_size", f"must be at least 1, got {meta_batch_size}"

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, require_classification
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.pairs import episode_pairs
 from metarun.data.task import TaskSpec
@@ -119,12 +119,7 @@ class Siamese(nn.Module):
         margin: float = 1.0,
     ) -> None:
         super().__init__()
-        if task.kind != "classification":
-            raise ConfigError(
-                "algorithm",
-                f"siamese classifies, but the data set poses a {task.kind} task; use "
-                f"algorithm=maml for it",
-            )
+        require_classification(task, "siamese")
         check_settings(meta_batch_size, train_ways, train_shots, train_queries, embedding_size)
         if loss not in LOSSES:
             raise ConfigError("algorithm.loss", f"must be one of {', '.join(LOSSES)}, got {loss!r}")

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, require_classification
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -95,12 +95,7 @@ class SNAIL(nn.Module):
         filters: int = 128,
     ) -> None:
         super().__init__()
-        if task.kind != "classification":
-            raise ConfigError(
-                "algorithm",
-                f"snail classifies, but the data set poses a {task.kind} task; use "
-                f"algorithm=maml for it",
-            )
+        require_classification(task, "snail")
         positive = {
             "algorithm.meta_batch_size": meta_batch_size,
             "algorithm.shots": shots,
