@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from metarun import run as run_module
+from metarun.cli import options
 from metarun.data.episodes import FixedEpisodes
 from metarun.errors import ConfigError, MetarunError
 from metarun.run import RunContext, run
@@ -36,9 +37,15 @@ def test_a_run_writes_metrics_checkpoints_and_summary(tmp_path, tiny_overrides, 
     )
 
 
+# Judge the initialisation on two episodes each: enough to record the plans.
+NO_TRAINING = ("trainer.max_steps=0", "eval.val_episodes=2", "eval.test_episodes=2")
+
+
 def test_every_algorithm_is_tested_on_the_same_fixed_episodes(
     tmp_path, tiny_overrides, compose_config, monkeypatch
 ) -> None:
+    """Whatever the learner (and its training episodes), validation and test draw the same
+    plans, so a sweep over algorithms is a fair comparison."""
     plans: dict[str, list[torch.Tensor]] = {}
 
     class Recording(FixedEpisodes):
@@ -47,13 +54,16 @@ def test_every_algorithm_is_tested_on_the_same_fixed_episodes(
             plans.setdefault(current, []).append(self.plan)
 
     monkeypatch.setattr(run_module, "FixedEpisodes", Recording)
-    for current in ("maml", "protonet"):
-        overrides = tiny_overrides(current, f"seed={len(current)}")  # other training seeds too
+    shared = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
+    for seed, current in enumerate(options("algorithm")):  # other training seeds too
+        overrides = [*shared, f"algorithm={current}", f"seed={seed}", *NO_TRAINING]
         run(compose_config(overrides), RunContext(tmp_path / current, current))
-    assert len(plans["maml"]) == len(plans["protonet"]) == 2  # validation and test
-    for maml_plan, protonet_plan in zip(plans["maml"], plans["protonet"], strict=True):
-        assert torch.equal(maml_plan, protonet_plan)
-    assert not torch.equal(plans["maml"][0], plans["maml"][1])  # val and test differ
+    reference = plans["maml"]
+    assert len(reference) == 2  # validation and test
+    for algorithm, drawn in plans.items():
+        assert len(drawn) == 2 and all(map(torch.equal, drawn, reference)), algorithm
+    assert {"protonet", "matchingnet", "siamese", "baseline_pp", "mann", "snail"} <= set(plans)
+    assert not torch.equal(reference[0], reference[1])  # val and test differ
 
 
 def test_a_directory_holding_a_run_is_never_overwritten(tmp_path, tiny_overrides, compose_config):
