@@ -19,8 +19,8 @@ whose comments quote the paper's pages):
   ``gamma = 0.95``, 16 episodes per update, images downscaled to 20x20 and flattened (no CNN);
 * loss: cross-entropy summed over every step of the sequence, the first sight of a class
   included;
-* RMSProp at 1e-4 (``optimizer=rmsprop``): as the task states it; not confirmed here (Deleu's
-  example uses Adam 1e-3);
+* RMSProp at 1e-4 (``optimizer=rmsprop``): the value commonly attributed to the paper, not
+  confirmed here (Deleu's example uses Adam 1e-3);
 * one-hot labels over the episode's ways (the paper's 5-character string labels for 15 classes
   are not implemented);
 * headline results (Omniglot, 5 classes, one-hot labels, instance accuracy after 100,000
