@@ -234,19 +234,6 @@ def build_learner(case: Case, device: str) -> nn.Module:
     return learner.train()
 
 
-def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
-    """Episode ``index`` as a meta-batch of one, keeping the leading dimension."""
-    pick = slice(index, index + 1)
-    return EpisodeBatch(
-        batch.support_x[pick],
-        batch.support_y[pick],
-        batch.query_x[pick],
-        batch.query_y[pick],
-        batch.ways,
-        None if batch.classes is None else batch.classes[pick],
-    )
-
-
 # --- the meta-steps being timed ------------------------------------------------------------------
 
 
@@ -284,7 +271,7 @@ def per_task_loop_step(learner: nn.Module, batch: EpisodeBatch) -> None:
     """Any learner one episode at a time (``meta_loss`` on a meta-batch of one), averaging the
     per-episode losses' gradients: the ProtoNet loop and every family row's loop."""
     for i in range(len(batch)):
-        loss, _ = learner.meta_loss(one_episode(batch, i))
+        loss, _ = learner.meta_loss(batch.select(slice(i, i + 1)))
         (loss / len(batch)).backward()
 
 
@@ -417,7 +404,9 @@ def proto_eval_logits(protonet: ProtoNet, batch: EpisodeBatch, per_episode: bool
     protonet.encoder(torch.cat([batch.support_x, batch.query_x], dim=1).flatten(0, 1))
     protonet.eval()
     if per_episode:
-        logits = torch.cat([protonet.predict(one_episode(batch, i)) for i in range(len(batch))])
+        logits = torch.cat(
+            [protonet.predict(batch.select(slice(i, i + 1))) for i in range(len(batch))]
+        )
     else:
         logits = protonet.predict(batch)
     protonet.train()

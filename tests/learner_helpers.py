@@ -61,3 +61,30 @@ def reference_model(learner: nn.Module) -> nn.Module:
     model = copy.deepcopy(learner.model)
     swap(model)
     return model.double()
+
+
+def assert_trains_as_its_episodes(
+    together: nn.Module, alone: list[nn.Module], batch: EpisodeBatch
+) -> None:
+    """A learner whose BatchNorm normalises each episode with its own statistics: its loss,
+    meta-gradient and running statistics on ``batch`` are the means of identical learners
+    (``alone``, one per episode) on each episode alone, which is what lets ``hardware=ddp``
+    shard a meta-batch without changing the result."""
+    loss, metrics = together.meta_loss(batch)
+    loss.backward()
+    logged = []
+    for i, learner in enumerate(alone):
+        single, single_metrics = learner.meta_loss(batch.select(slice(i, i + 1)))
+        single.backward()
+        logged.append(single_metrics)
+    for key, value in metrics.items():  # the loss and the logged scores
+        torch.testing.assert_close(value, sum(m[key] for m in logged) / len(alone), msg=key)
+    singles = [dict(learner.named_parameters()) for learner in alone]
+    for name, parameter in together.named_parameters():
+        mean_grad = sum(single[name].grad for single in singles) / len(alone)
+        torch.testing.assert_close(parameter.grad, mean_grad, msg=name)
+    states = [learner.state_dict() for learner in alone]
+    for name, value in together.state_dict().items():
+        if "running" in name:
+            mean = sum(state[name] for state in states) / len(alone)
+            torch.testing.assert_close(value, mean, msg=name)

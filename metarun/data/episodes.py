@@ -67,6 +67,17 @@ class EpisodeBatch:
             self.support_x[index], self.support_y[index], self.query_x[index], self.query_y[index]
         )
 
+    def select(self, part: slice) -> EpisodeBatch:
+        """The episodes in ``part`` as a meta-batch of their own (leading dimension kept)."""
+        return EpisodeBatch(
+            self.support_x[part],
+            self.support_y[part],
+            self.query_x[part],
+            self.query_y[part],
+            self.ways,
+            None if self.classes is None else self.classes[part],
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return EpisodeBatch(

@@ -189,17 +189,6 @@ def test_only_fce_makes_a_support_embedding_depend_on_the_rest_of_the_support_se
     assert others_unchanged is not fce and queries_unchanged is not fce
 
 
-def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
-    pick = slice(index, index + 1)
-    return EpisodeBatch(
-        batch.support_x[pick],
-        batch.support_y[pick],
-        batch.query_x[pick],
-        batch.query_y[pick],
-        batch.ways,
-    )
-
-
 def conv_learner(fce: bool) -> MatchingNet:
     torch.manual_seed(0)
     task = TaskSpec("classification", (1, 16, 16), 3)
@@ -217,14 +206,16 @@ def test_adapt_equals_predict_and_episodes_do_not_depend_on_their_batch(fce) -> 
         for t in range(3):
             classify = learner.adapt(batch.support_x[t], batch.support_y[t])
             torch.testing.assert_close(classify(batch.query_x[t]), batched[t])
-            torch.testing.assert_close(learner.predict(one_episode(batch, t))[0], batched[t])
+            torch.testing.assert_close(
+                learner.predict(batch.select(slice(t, t + 1)))[0], batched[t]
+            )
 
 
 def test_training_normalises_each_episode_on_its_own() -> None:
     """The meta-batch loss is the mean of its episodes' own losses (per-episode BatchNorm)."""
     batch = image_batch(tasks=2)
     loss, _ = conv_learner(False).meta_loss(batch)
-    singles = [conv_learner(False).meta_loss(one_episode(batch, t))[0] for t in range(2)]
+    singles = [conv_learner(False).meta_loss(batch.select(slice(t, t + 1)))[0] for t in range(2)]
     torch.testing.assert_close(loss, (singles[0] + singles[1]) / 2)
 
 

@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+from learner_helpers import assert_trains_as_its_episodes
 from torch import nn
 
 from metarun.algorithms import ProtoNet
@@ -73,13 +74,6 @@ def test_support_and_query_share_one_encoder_pass_per_episode() -> None:
     assert calls[2:] == [2 * (4 + 6)]  # evaluation (running statistics): one pass
 
 
-def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
-    pick = slice(index, index + 1)
-    return EpisodeBatch(
-        batch.support_x[pick], batch.support_y[pick], batch.query_x[pick], batch.query_y[pick], 3
-    )
-
-
 def test_a_meta_batch_trains_as_the_mean_of_its_episodes() -> None:
     """However episodes are grouped (one pass, one at a time, spread over processes), the loss,
     meta-gradient and BatchNorm running statistics are those of the episodes on their own: the
@@ -98,24 +92,7 @@ def test_a_meta_batch_trains_as_the_mean_of_its_episodes() -> None:
         task = TaskSpec("classification", (1, 28, 28), 3)
         return ProtoNet(partial(Conv4, hidden_channels=8), task, meta_batch_size=2).double()
 
-    together = fresh()
-    loss, metrics = together.meta_loss(batch)
-    loss.backward()
-    alone = [fresh() for _ in range(2)]
-    results = [learner.meta_loss(one_episode(batch, i)) for i, learner in enumerate(alone)]
-    for single_loss, _ in results:
-        single_loss.backward()
-
-    torch.testing.assert_close(loss, sum(r[0] for r in results) / 2)
-    torch.testing.assert_close(metrics["acc"], sum(r[1]["acc"] for r in results) / 2)
-    singles = [dict(learner.named_parameters()) for learner in alone]
-    for name, parameter in together.named_parameters():
-        mean_grad = (singles[0][name].grad + singles[1][name].grad) / 2
-        torch.testing.assert_close(parameter.grad, mean_grad, msg=name)
-    states = [learner.state_dict() for learner in alone]
-    for name, value in together.state_dict().items():
-        if "running" in name:
-            torch.testing.assert_close(value, (states[0][name] + states[1][name]) / 2, msg=name)
+    assert_trains_as_its_episodes(fresh(), [fresh(), fresh()], batch)
 
 
 def test_adapt_equals_predict_in_eval_mode() -> None:

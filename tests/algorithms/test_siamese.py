@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 import torch
-from learner_helpers import image_batch
+from learner_helpers import assert_trains_as_its_episodes, image_batch
 from torch import nn
 
 from metarun.algorithms.siamese import Siamese, pairwise_weighted_l1, weighted_l1
@@ -216,13 +216,6 @@ def test_training_accuracy_is_the_one_shot_accuracy_of_the_episode() -> None:
     torch.testing.assert_close(metrics["acc"], expected.mean())
 
 
-def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
-    pick = slice(index, index + 1)
-    return EpisodeBatch(
-        batch.support_x[pick], batch.support_y[pick], batch.query_x[pick], batch.query_y[pick], 3
-    )
-
-
 def test_a_meta_batch_trains_as_the_mean_of_its_episodes() -> None:
     batch = image_batch(tasks=2, ways=3, shots=1, queries=1, size=16)
 
@@ -230,22 +223,7 @@ def test_a_meta_batch_trains_as_the_mean_of_its_episodes() -> None:
         torch.manual_seed(0)
         return Siamese(partial(Conv4, hidden_channels=4), TASK, embedding_size=8).double()
 
-    together = fresh()
-    loss, _ = together.meta_loss(batch)
-    loss.backward()
-    alone = [fresh() for _ in range(2)]
-    losses = [learner.meta_loss(one_episode(batch, i))[0] for i, learner in enumerate(alone)]
-    for single in losses:
-        single.backward()
-    torch.testing.assert_close(loss, sum(losses) / 2)
-    singles = [dict(learner.named_parameters()) for learner in alone]
-    for name, parameter in together.named_parameters():
-        mean_grad = (singles[0][name].grad + singles[1][name].grad) / 2
-        torch.testing.assert_close(parameter.grad, mean_grad, msg=name)
-    states = [learner.state_dict() for learner in alone]
-    for name, value in together.state_dict().items():
-        if "running" in name:
-            torch.testing.assert_close(value, (states[0][name] + states[1][name]) / 2, msg=name)
+    assert_trains_as_its_episodes(fresh(), [fresh(), fresh()], batch)
 
 
 # -- Settings --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from learner_helpers import image_batch
+from learner_helpers import assert_trains_as_its_episodes, image_batch
 
 from metarun.algorithms.snail import SNAIL, sequence_items
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
@@ -26,17 +26,6 @@ def learner(ways: int = 3, shots: int = 2, seed: int = 0, **settings) -> SNAIL:
     task = TaskSpec("classification", (1, 16, 16), ways)
     model = partial(Conv4, hidden_channels=4)
     return SNAIL(model, task, shots=shots, **{**TINY, **settings}).double()
-
-
-def one_episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
-    pick = slice(index, index + 1)
-    return EpisodeBatch(
-        batch.support_x[pick],
-        batch.support_y[pick],
-        batch.query_x[pick],
-        batch.query_y[pick],
-        batch.ways,
-    )
 
 
 def test_support_items_carry_one_hot_labels_and_the_query_a_zero_label() -> None:
@@ -93,7 +82,7 @@ def test_a_querys_prediction_ignores_the_other_queries_and_episodes() -> None:
         torch.testing.assert_close(other[:, 0], logits[:, 0])
         assert not torch.allclose(other[:, 1:], logits[:, 1:])  # guard
         for t in range(3):  # alone, each episode is predicted as in the batch
-            torch.testing.assert_close(snail.predict(one_episode(batch, t))[0], logits[t])
+            torch.testing.assert_close(snail.predict(batch.select(slice(t, t + 1)))[0], logits[t])
 
 
 def test_predictions_depend_on_the_support_labels() -> None:
@@ -132,23 +121,8 @@ def test_a_meta_batch_trains_as_the_mean_of_its_episodes() -> None:
     """BatchNorm normalises each episode with its own statistics (as ProtoNet), so the loss,
     meta-gradient and running statistics are those of the episodes on their own."""
     batch = image_batch(tasks=2, ways=3, shots=2, queries=2)
-    together = learner(shuffle_support=False)
-    loss, metrics = together.meta_loss(batch)
-    loss.backward()
-    alone = [learner(shuffle_support=False) for _ in range(2)]
-    results = [snail.meta_loss(one_episode(batch, i)) for i, snail in enumerate(alone)]
-    for single_loss, _ in results:
-        single_loss.backward()
-    torch.testing.assert_close(loss, sum(r[0] for r in results) / 2)
-    torch.testing.assert_close(metrics["acc"], sum(r[1]["acc"] for r in results) / 2)
-    singles = [dict(snail.named_parameters()) for snail in alone]
-    for name, parameter in together.named_parameters():
-        mean_grad = (singles[0][name].grad + singles[1][name].grad) / 2
-        torch.testing.assert_close(parameter.grad, mean_grad, msg=name)
-    states = [snail.state_dict() for snail in alone]
-    for name, value in together.state_dict().items():
-        if "running" in name:
-            torch.testing.assert_close(value, (states[0][name] + states[1][name]) / 2, msg=name)
+    together, *alone = (learner(shuffle_support=False) for _ in range(3))
+    assert_trains_as_its_episodes(together, alone, batch)
 
 
 def test_the_loss_is_cross_entropy_at_each_querys_last_position_and_trains_every_part() -> None:

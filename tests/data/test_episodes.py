@@ -346,6 +346,14 @@ def test_episode_batch_indexing_and_to() -> None:
     assert torch.equal(episode.query_y, batch.query_y[1])
     moved = batch.to("cpu")
     assert moved.ways == 3 and torch.equal(moved.query_x, batch.query_x)
+    part = batch.select(slice(1, 3))  # a meta-batch of its own, split classes included
+    assert len(part) == 2 and part.ways == 3
+    for mine, whole in zip(
+        (part.support_x, part.support_y, part.query_x, part.query_y, part.classes),
+        (batch.support_x, batch.support_y, batch.query_x, batch.query_y, batch.classes),
+        strict=True,
+    ):
+        assert torch.equal(mine, whole[1:3])
 
 
 def test_episode_spec_replace_keeps_unset_fields() -> None:
