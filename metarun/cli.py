@@ -130,6 +130,13 @@ def preflight(argv: list[str]) -> DictConfig | None:
     """Check the command line the way Hydra will read it, failing in one line; returns the
     composed config of the first job (None for help)."""
     args = hydra._internal.utils.get_args_parser().parse_args(argv)
+    modes = {"--run": args.run, "-m": args.multirun, "--cfg": args.cfg, "--info": args.info}
+    chosen = [flag for flag, value in modes.items() if value]
+    if len(chosen) > 1:
+        fail(
+            f"{' and '.join(chosen)} cannot be combined; give one (to print one sweep member's "
+            f"config, drop -m and give its values)"
+        )
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return None
     try:

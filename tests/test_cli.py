@@ -160,6 +160,11 @@ def test_unknown_group_option(tmp_path) -> None:
     assert "unknown dataset 'imagenet'" in line
 
 
+def test_a_sweep_cannot_print_its_config(tmp_path) -> None:
+    line = one_line_error(metarun("-m", "algorithm=maml,protonet", "--cfg", "job", cwd=tmp_path))
+    assert "-m and --cfg cannot be combined" in line
+
+
 def test_unknown_key(tmp_path) -> None:
     line = one_line_error(metarun("trainer.epochs=5", cwd=tmp_path))
     assert "trainer.epochs" in line
