@@ -200,25 +200,6 @@ class Baseline(nn.Module):
         super().__init__()
         name = "baseline_pp" if head == "cosine" else "baseline"
         require_classification(task, name)
-        check_settings(
-            head,
-            meta_batch_size,
-            scale,
-            finetune_epochs,
-            finetune_batch_size,
-            finetune_lr,
-            finetune_momentum,
-            finetune_dampening,
-            finetune_weight_decay,
-        )
-        self.task = task
-        self.head: Head = head  # type: ignore[assignment]
-        self.encoder = use_episode_statistics(model(task.input_shape, None))
-        self.meta_batch_size = meta_batch_size
-        self.train_ways = train_ways
-        self.train_shots = train_shots
-        self.train_queries = train_queries
-        self.scale = scale
         self.finetuning = FineTuning(
             finetune_epochs,
             finetune_batch_size,
@@ -228,6 +209,15 @@ class Baseline(nn.Module):
             finetune_weight_decay,
             finetune_seed,
         )
+        check_settings(head, meta_batch_size, scale, self.finetuning)
+        self.task = task
+        self.head: Head = head  # type: ignore[assignment]
+        self.encoder = use_episode_statistics(model(task.input_shape, None))
+        self.meta_batch_size = meta_batch_size
+        self.train_ways = train_ways
+        self.train_shots = train_shots
+        self.train_queries = train_queries
+        self.scale = scale
         self.classifier: nn.Module | None = None
         self.register_load_state_dict_pre_hook(Baseline._classifier_from_state)
 
@@ -323,15 +313,7 @@ class Baseline(nn.Module):
 
 
 def check_settings(
-    head: str,
-    meta_batch_size: int,
-    scale: float | None,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    dampening: float,
-    weight_decay: float,
+    head: str, meta_batch_size: int, scale: float | None, finetuning: FineTuning
 ) -> None:
     """One-line ``ConfigError`` for a setting that cannot work."""
     if head not in HEADS:
@@ -340,25 +322,26 @@ def check_settings(
         )
     at_least_one = {
         "algorithm.meta_batch_size": meta_batch_size,
-        "algorithm.finetune_epochs": epochs,
-        "algorithm.finetune_batch_size": batch_size,
+        "algorithm.finetune_epochs": finetuning.epochs,
+        "algorithm.finetune_batch_size": finetuning.batch_size,
     }
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(key, f"must be at least 1, got {value}")
-    if not lr > 0:
-        raise ConfigError("algorithm.finetune_lr", f"must be positive, got {lr}")
+    if not finetuning.lr > 0:
+        raise ConfigError("algorithm.finetune_lr", f"must be positive, got {finetuning.lr}")
     if scale is not None and not scale > 0:
         raise ConfigError(
             "algorithm.scale", f"must be positive or null (the authors' rule), got {scale}"
         )
     for key, value in (
-        ("algorithm.finetune_momentum", momentum),
-        ("algorithm.finetune_dampening", dampening),
+        ("algorithm.finetune_momentum", finetuning.momentum),
+        ("algorithm.finetune_dampening", finetuning.dampening),
     ):
         if not 0 <= value <= 1:
             raise ConfigError(key, f"must be between 0 and 1, got {value}")
-    if weight_decay < 0:
+    if finetuning.weight_decay < 0:
         raise ConfigError(
-            "algorithm.finetune_weight_decay", f"must be at least 0, got {weight_decay}"
+            "algorithm.finetune_weight_decay",
+            f"must be at least 0, got {finetuning.weight_decay}",
         )

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory, require_classification
+from metarun.algorithms.sequences import fixed_order
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -69,11 +70,6 @@ def label_offset_inputs(features: Tensor, labels: Tensor, ways: int) -> Tensor:
     one_hot = F.one_hot(labels, ways).to(features.dtype)
     previous = torch.cat([torch.zeros_like(one_hot[:, :1]), one_hot[:, :-1]], dim=1)
     return torch.cat([features, previous], dim=-1)
-
-
-def fixed_order(length: int, seed: int, device: torch.device | str = "cpu") -> Tensor:
-    """The evaluation's support order: one permutation of ``length`` items from ``seed``."""
-    return torch.randperm(length, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
 def check_settings(

@@ -178,27 +178,21 @@ class RelationNet(nn.Module):
         maps = self.encoder(images.flatten(0, 1))
         return maps.view(*images.shape[:2], *maps.shape[1:])
 
-    def _episode_scores(
-        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, ways: int
-    ) -> Tensor:
+    def _episode_scores(self, batch: EpisodeBatch) -> Tensor:
         """Scores ``[B, N*Q, N]`` with the current BatchNorm mode, all episodes in one pass."""
-        s = support_y.shape[1]
-        maps = self._embed(torch.cat([support_x, query_x], dim=1))
-        return self.relation.compare(class_maps(maps[:, :s], support_y, ways), maps[:, s:])
+        s = batch.support_y.shape[1]
+        maps = self._embed(torch.cat([batch.support_x, batch.query_x], dim=1))
+        classes = class_maps(maps[:, :s], batch.support_y, batch.ways)
+        return self.relation.compare(classes, maps[:, s:])
 
     def _scores(self, batch: EpisodeBatch) -> Tensor:
         """In training, one pass per episode, so BatchNorm normalises each episode with its own
         statistics; in eval (running statistics), one pass for the whole batch."""
-        tensors = (batch.support_x, batch.support_y, batch.query_x)
         if not self.training:
-            return self._episode_scores(*tensors, batch.ways)
+            return self._episode_scores(batch)
         with one_running_update(self):
-            return torch.cat(
-                [
-                    self._episode_scores(*(t[i : i + 1] for t in tensors), batch.ways)
-                    for i in range(len(batch))
-                ]
-            )
+            episodes = (batch.select(slice(i, i + 1)) for i in range(len(batch)))
+            return torch.cat([self._episode_scores(episode) for episode in episodes])
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         scores = self._scores(batch)

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory, require_classification
+from metarun.algorithms.sequences import fixed_order
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -145,8 +146,7 @@ class SNAIL(nn.Module):
         elif self.training:
             return torch.rand(episodes, size, device=device).argsort(dim=1)
         else:
-            generator = torch.Generator().manual_seed(EVAL_ORDER_SEED)
-            order = torch.randperm(size, generator=generator).to(device)
+            order = fixed_order(size, EVAL_ORDER_SEED, device)
         return order.expand(episodes, -1)
 
     def _logits(self, support: Tensor, support_y: Tensor, queries: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from learner_helpers import image_batch
 
-from metarun.algorithms.mann import MANN, fixed_order, label_offset_inputs
+from metarun.algorithms.mann import MANN, label_offset_inputs
+from metarun.algorithms.sequences import fixed_order
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -129,9 +130,7 @@ def test_predict_equals_adapt_and_does_not_depend_on_the_batch(encoder: str) -> 
         for t in range(3):
             classify = learner.adapt(batch.support_x[t], batch.support_y[t])
             torch.testing.assert_close(classify(batch.query_x[t]), batched[t])
-        alone = EpisodeBatch(
-            batch.support_x[1:2], batch.support_y[1:2], batch.query_x[1:2], batch.query_y[1:2], 3
-        )
+        alone = batch.select(slice(1, 2))
         torch.testing.assert_close(learner.predict(alone)[0], batched[1])
 
 

@@ -115,18 +115,7 @@ def test_predict_equals_adapt_per_episode() -> None:
         for t in range(3):
             classify = net.adapt(episodes.support_x[t], episodes.support_y[t])
             torch.testing.assert_close(classify(episodes.query_x[t]), scores[t])
-        alone = EpisodeBatch(
-            *(
-                x[:1]
-                for x in (
-                    episodes.support_x,
-                    episodes.support_y,
-                    episodes.query_x,
-                    episodes.query_y,
-                )
-            ),
-            3,
-        )
+        alone = episodes.select(slice(0, 1))
         torch.testing.assert_close(net.predict(alone)[0], scores[0])  # batch-independent
 
 

@@ -196,13 +196,7 @@ def test_adapt_equals_predict_and_episodes_do_not_affect_each_other() -> None:
         for t in range(3):
             classify = learner.adapt(batch.support_x[t], batch.support_y[t])
             torch.testing.assert_close(classify(batch.query_x[t]), batched[t])
-            alone = EpisodeBatch(
-                batch.support_x[t : t + 1],
-                batch.support_y[t : t + 1],
-                batch.query_x[t : t + 1],
-                batch.query_y[t : t + 1],
-                3,
-            )
+            alone = batch.select(slice(t, t + 1))
             torch.testing.assert_close(learner.predict(alone)[0], batched[t])
 
 
