@@ -229,6 +229,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         task=data.task,
         runtime=runtime,
         generator=torch.Generator().manual_seed(cfg.seed),
+        seed=cfg.seed,
         checkpoints=checkpoints,
         logger=logger,
         reporter=make_reporter() if runtime.is_main else NullReporter(),

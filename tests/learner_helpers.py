@@ -1,6 +1,6 @@
 """What the algorithm and model tests share: random float64 image episodes (so comparisons with
-a per-task reference loop can be tight), non-trivial BatchNorm affine weights, and an
-independent reference network with PyTorch's own BatchNorm."""
+a per-task reference loop can be tight) carrying training keys, non-trivial BatchNorm affine
+weights, and an independent reference network with PyTorch's own BatchNorm."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from metarun.data.episodes import EpisodeBatch
 from metarun.models import BatchStatsNorm
+from metarun.randomness import task_keys
 
 
 def image_batch(
@@ -35,6 +36,7 @@ def image_batch(
         query_x=images(queries),
         query_y=labels.repeat_interleave(queries).expand(tasks, -1),
         ways=ways,
+        keys=task_keys(seed, 1, tasks),  # as the trainer gives its training tasks
     )
 
 
@@ -70,21 +72,40 @@ def assert_trains_as_its_episodes(
     meta-gradient and running statistics on ``batch`` are the means of identical learners
     (``alone``, one per episode) on each episode alone, which is what lets ``hardware=ddp``
     shard a meta-batch without changing the result."""
+    assert_trains_as_its_shards(together, alone, batch)
+
+
+def assert_trains_as_its_shards(
+    together: nn.Module, parts: list[nn.Module], batch: EpisodeBatch, reseed: int | None = None
+) -> None:
+    """``together``'s loss, logged metrics, meta-gradient and running statistics on ``batch``
+    are the means of identical learners' (``parts``, one per shard) on equal contiguous shards
+    of it: what ``hardware=ddp`` averages. ``reseed``: seed torch's global generator alike
+    before every shard, as every process of a run is seeded, so that a learner drawing from it
+    gives each shard's first task the same numbers (which keys must prevent)."""
+    size = len(batch) // len(parts)
+    if reseed is not None:
+        torch.manual_seed(reseed)
     loss, metrics = together.meta_loss(batch)
     loss.backward()
     logged = []
-    for i, learner in enumerate(alone):
-        single, single_metrics = learner.meta_loss(batch.select(slice(i, i + 1)))
-        single.backward()
-        logged.append(single_metrics)
+    for i, learner in enumerate(parts):
+        if reseed is not None:
+            torch.manual_seed(reseed)
+        shard, shard_metrics = learner.meta_loss(batch.select(slice(i * size, (i + 1) * size)))
+        shard.backward()
+        logged.append(shard_metrics)
     for key, value in metrics.items():  # the loss and the logged scores
-        torch.testing.assert_close(value, sum(m[key] for m in logged) / len(alone), msg=key)
-    singles = [dict(learner.named_parameters()) for learner in alone]
+        torch.testing.assert_close(value, sum(m[key] for m in logged) / len(parts), msg=key)
+    shards = [dict(learner.named_parameters()) for learner in parts]
     for name, parameter in together.named_parameters():
-        mean_grad = sum(single[name].grad for single in singles) / len(alone)
+        if parameter.grad is None:
+            assert all(shard[name].grad is None for shard in shards), name
+            continue
+        mean_grad = sum(shard[name].grad for shard in shards) / len(parts)
         torch.testing.assert_close(parameter.grad, mean_grad, msg=name)
-    states = [learner.state_dict() for learner in alone]
+    states = [learner.state_dict() for learner in parts]
     for name, value in together.state_dict().items():
         if "running" in name:
-            mean = sum(state[name] for state in states) / len(alone)
+            mean = sum(state[name] for state in states) / len(parts)
             torch.testing.assert_close(value, mean, msg=name)

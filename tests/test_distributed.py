@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helpers import METARUN, metarun_env, wait_for_step
+from distributed_learners import case_name, train
+from every_learner import CASES
 
+from metarun.hardware import Hardware
 from metarun.run import RunContext, run
 from metarun.tracking.metrics_file import read_metrics
 from metarun.training.checkpoint import load_checkpoint
@@ -123,6 +126,32 @@ def test_two_processes_train_maml_as_one_across_a_resume(
     assert "resuming with changed settings: trainer.max_steps 2 -> 4" in longer.stdout
     assert the_run_dir(tmp_path / "ddp") == run_dir
     assert_same_results(run_dir, single_process(compose_config, overrides, tmp_path / "single"))
+
+
+def test_two_processes_train_every_learner_and_backbone_as_one(tmp_path) -> None:
+    """Every algorithm YAML, also with ResNet-12's DropBlock: what two processes train (each its
+    half of every meta-batch, its own random draws included) is what one process trains."""
+    out = tmp_path / "ddp"
+    done = launch([*TORCHRUN, str(HERE / "distributed_learners.py"), str(out)], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    threads = torch.get_num_threads()
+    runtime = Hardware(device="cpu", threads=1).setup()
+    try:
+        for algorithm, backbone in CASES:
+            name = case_name(algorithm, backbone)
+            expected = train(algorithm, backbone, runtime, tmp_path / "single")
+            if expected is None:  # refused the backbone, in both
+                assert not (out / f"{name}.pt").exists()
+                continue
+            got = torch.load(out / f"{name}.pt", weights_only=True)
+            assert got["val"] == pytest.approx(expected["val"], rel=1e-9, abs=1e-9), name
+            assert got["learner"].keys() == expected["learner"].keys()
+            for key, value in expected["learner"].items():
+                torch.testing.assert_close(
+                    got["learner"][key], value, rtol=1e-9, atol=1e-10, msg=f"{name}: {key}"
+                )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_runtime_collectives_under_torchrun(tmp_path) -> None:

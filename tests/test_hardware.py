@@ -287,6 +287,7 @@ def autocast_in_training_step(runtime: Runtime, first_order: bool) -> bool:
         task=learner.task,
         runtime=runtime,
         generator=torch.Generator(),
+        seed=0,
         checkpoints=None,
         logger=None,
         reporter=None,

@@ -36,10 +36,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import ModelFactory
-from metarun.algorithms.gradient import Params, Stats
+from metarun.algorithms.gradient import Params, Stats, key_dim
 from metarun.algorithms.maml import MAML
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
+from metarun.randomness import stream
 
 HEAD = "head."
 
@@ -81,11 +82,12 @@ class ANIL(MAML):
         finally:
             self.model.head = head
 
-    def embed(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor, keys: Tensor | None = None) -> Tensor:
         """Body features ``[tasks, n, features]`` of inputs ``[tasks, n, ...]``: one pass with
-        the shared body weights, each task normalised with its own batch statistics."""
+        the shared body weights, each task normalised with its own batch statistics (and
+        drawing from its key, ``keys`` ``[tasks]``, if the body draws)."""
         with self._headless():
-            return self._vmap(self.model, (0,))(x)
+            return self._vmap(self._with_noise(self.model), (0, key_dim(keys)))(x, keys)
 
     # -- the inner loop sees features and runs the head only ---------------------------------
     def _forward_with_stats(self, params: Params, x: Tensor, step: int) -> tuple[Tensor, Stats]:
@@ -93,12 +95,18 @@ class ANIL(MAML):
         return functional_call(self.model.head, head_params, (x,)), {}
 
     def adapt_batch(
-        self, support_x: Tensor, support_y: Tensor, steps: int, first_order: bool
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int,
+        first_order: bool,
+        keys: Tensor | None = None,
     ) -> list[tuple[int, Params]]:
-        return super().adapt_batch(self.embed(support_x), support_y, steps, first_order)
+        features = self.embed(support_x, stream(keys, "body support"))
+        return super().adapt_batch(features, support_y, steps, first_order, keys)
 
-    def _query(self, params: Params, x: Tensor, step: int) -> Tensor:
-        return super()._query(params, self.embed(x), step)
+    def _query(self, params: Params, x: Tensor, step: int, keys: Tensor | None = None) -> Tensor:
+        return super()._query(params, self.embed(x, stream(keys, "body query")), step, keys)
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         classify_features = super().adapt(support_x, support_y)

@@ -271,7 +271,8 @@ class Baseline(nn.Module):
             [batch.classes.gather(1, batch.support_y), batch.classes.gather(1, batch.query_y)],
             dim=1,
         )
-        logits = self.classifier(embed_episodes(self.encoder, images))  # [B, n, classes]
+        features = embed_episodes(self.encoder, images, batch.keys)
+        logits = self.classifier(features)  # [B, n, classes]
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
         accuracy = self.task.score(logits.detach(), labels).mean()
         return loss, {"loss": loss.detach(), "acc": accuracy}

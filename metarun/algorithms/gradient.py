@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,7 @@ from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec, batched_loss
 from metarun.errors import ConfigError
 from metarun.models.norm import BATCH_NORM_MODES, StepIndexed, apply_batch_norm
+from metarun.randomness import fold, noise_for, stream
 
 Params = dict[str, Tensor]
 State = dict[str, Tensor]
@@ -99,6 +101,11 @@ def checkpointed(
 
     out = torch_checkpoint.checkpoint(recomputable, x, y, *leaves, use_reentrant=True)
     return tree_unflatten(list(out), out_spec[0])
+
+
+def key_dim(keys: Tensor | None) -> int | None:
+    """The vmap dimension of a meta-batch's keys: mapped when there are keys."""
+    return None if keys is None else 0
 
 
 def check_at_least(key: str, value: int, least: int) -> None:
@@ -205,6 +212,18 @@ class GradientLearner(nn.Module):
         return evaluation.replace(queries=self.train_queries)
 
     # -- one task --------------------------------------------------------------------------
+    def _with_noise(self, function: Callable) -> Callable:
+        """``function`` for one task, its last argument the task's random key (or None):
+        whatever the network draws in the call (DropBlock) comes from that key, so a task
+        draws the same numbers in any batch and on any process."""
+
+        def one_task(*args: Any) -> Any:
+            *args, key = args
+            with noise_for(self.model, key):
+                return function(*args)
+
+        return one_task
+
     def _forward(self, params: Params, x: Tensor, step: int) -> Tensor:
         return self._forward_with_stats(params, x, step)[0]
 
@@ -251,51 +270,73 @@ class GradientLearner(nn.Module):
 
     # -- a meta-batch ----------------------------------------------------------------------
     def _vmap(self, function: Callable, in_dims: tuple) -> Callable:
-        return vmap(function, in_dims=in_dims, chunk_size=self.chunk_size, randomness="different")
+        # Nothing draws from torch's generators inside: random numbers come from task keys.
+        return vmap(function, in_dims=in_dims, chunk_size=self.chunk_size, randomness="error")
 
     def _step(
-        self, params: Params, x: Tensor, y: Tensor, state: State, step: int, first_order: bool
+        self,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        state: State,
+        step: int,
+        first_order: bool,
+        keys: Tensor | None = None,
     ) -> tuple[Params, State]:
-        one_task = partial(self._task_step, step=step, first_order=first_order)
-        lifted = self._vmap(one_task, (0, 0, 0, 0))
+        one_task = self._with_noise(partial(self._task_step, step=step, first_order=first_order))
+        lifted = self._vmap(one_task, (0, 0, 0, 0, key_dim(keys)))
+        step_keys = None if keys is None else fold(keys, step)
+
+        def tasks(params: Params, x: Tensor, y: Tensor, state: State) -> tuple:
+            return lifted(params, x, y, state, step_keys)
+
         if self.checkpoint_steps and torch.is_grad_enabled():
-            params, state, stats = checkpointed(lifted, params, x, y, state)
+            params, state, stats = checkpointed(tasks, params, x, y, state)
         else:
-            params, state, stats = lifted(params, x, y, state)
+            params, state, stats = tasks(params, x, y, state)
         self._update_running_stats(stats, step)
         return params, state
 
     def adapt_batch(
-        self, support_x: Tensor, support_y: Tensor, steps: int, first_order: bool
+        self,
+        support_x: Tensor,
+        support_y: Tensor,
+        steps: int,
+        first_order: bool,
+        keys: Tensor | None = None,
     ) -> list[tuple[int, Params]]:
         """The adapted weights ``[tasks, ...]`` after each inner step, with the step index
         that the query forward pass uses (MAML++'s convention: the index of the step just
-        taken; 0 when no step is taken)."""
+        taken; 0 when no step is taken). ``keys`` ``[tasks]``: the tasks' random keys, for a
+        network that draws in training (``EpisodeBatch.keys``)."""
         tasks = support_x.shape[0]
         params = {n: p.expand(tasks, *p.shape) for n, p in self.inner_parameters().items()}
         state = self.rule.init_state(params)
         trajectory = [(0, params)] if steps == 0 else []
+        keys = stream(keys, "inner steps")
         for step in range(steps):
-            params, state = self._step(params, support_x, support_y, state, step, first_order)
+            params, state = self._step(params, support_x, support_y, state, step, first_order, keys)
             trajectory.append((step, params))
         return trajectory
 
-    def _query(self, params: Params, x: Tensor, step: int) -> Tensor:
-        lifted = self._vmap(partial(self._forward_with_stats, step=step), (0, 0))
-        predictions, stats = lifted(params, x)
+    def _query(self, params: Params, x: Tensor, step: int, keys: Tensor | None = None) -> Tensor:
+        one_task = self._with_noise(partial(self._forward_with_stats, step=step))
+        lifted = self._vmap(one_task, (0, 0, key_dim(keys)))
+        query_keys = None if keys is None else fold(stream(keys, "query"), step)
+        predictions, stats = lifted(params, x, query_keys)
         self._update_running_stats(stats, step)
         return predictions
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         weights = self.step_loss_weights()
         trajectory = self.adapt_batch(
-            batch.support_x, batch.support_y, self.inner_steps, not self.second_order
+            batch.support_x, batch.support_y, self.inner_steps, not self.second_order, batch.keys
         )
         if weights is None:
             trajectory = trajectory[-1:]
         losses = []
         for step, params in trajectory:
-            predictions = self._query(params, batch.query_x, step)
+            predictions = self._query(params, batch.query_x, step, batch.keys)
             losses.append(batched_loss(self.task, predictions, batch.query_y))
         if weights is None:
             loss = losses[-1]

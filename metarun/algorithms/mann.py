@@ -36,9 +36,10 @@ Departures, for metarun's evaluation protocol:
   previous-label input is the last support item's label: what the stream would hold there.
 * Training loss: the mean cross-entropy over every support step (``support_loss``; the paper
   scores every step) and every query; accuracy is on the queries.
-* Support order: random per episode in training (the global generator, which ``seed``
-  fixes); in ``predict`` and ``adapt`` one fixed permutation from ``order_seed`` for every
-  episode, so an episode's scores do not depend on its batch.
+* Support order: random per episode in training (drawn from the task's key,
+  ``metarun.randomness``, a function of its index in the run, so the same on any process); in
+  ``predict`` and ``adapt`` one fixed permutation from ``order_seed`` for every episode, so an
+  episode's scores do not depend on its batch.
 * Inputs: Omniglot here is 28x28 (784 pixels), normalised; ``dataset.image_size=20`` gives the
   paper's 20x20. ``encoder=model`` feeds the ``model`` group's embedding instead of pixels (not
   in the paper; BatchNorm per episode in training, running statistics in evaluation).
@@ -60,6 +61,7 @@ from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import embed_episodes, embedding_size, use_episode_statistics
 from metarun.models.lru_memory import LRUAMemoryCell, LRUAState
+from metarun.randomness import permutation, stream
 
 ENCODERS = ("pixels", "model")
 
@@ -152,12 +154,12 @@ class MANN(nn.Module):
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
         return evaluation.replace(shots=self.train_shots, queries=self.train_queries)
 
-    def _features(self, images: Tensor) -> Tensor:
+    def _features(self, images: Tensor, keys: Tensor | None = None) -> Tensor:
         """``[B, n, D]`` inputs from images ``[B, n, ...]``: flattened pixels, or the encoder's
         embeddings (one call per episode in training, so BatchNorm sees each on its own)."""
         if self.encoder is None:
             return images.flatten(2)
-        return embed_episodes(self.encoder, images)
+        return embed_episodes(self.encoder, images, keys)
 
     def _support(
         self, support: Tensor, support_y: Tensor, order: Tensor
@@ -187,18 +189,20 @@ class MANN(nn.Module):
         if batch.ways != self.ways:
             raise ValueError(f"episodes are {batch.ways}-way but the model has {self.ways} ways")
         s = batch.support_y.shape[1]
-        features = self._features(torch.cat([batch.support_x, batch.query_x], dim=1))
+        images = torch.cat([batch.support_x, batch.query_x], dim=1)
+        features = self._features(images, batch.keys)
         support_logits, labels, state = self._support(features[:, :s], batch.support_y, order)
         query_logits = self._queries(state, labels[:, -1], features[:, s:])
         return support_logits, labels, query_logits
 
     @staticmethod
-    def _training_order(support_y: Tensor) -> Tensor:
-        """A random support order ``[B, S]`` per episode (the global generator)."""
-        return torch.rand(support_y.shape, device=support_y.device).argsort(dim=1)
+    def _training_order(batch: EpisodeBatch) -> Tensor:
+        """A random support order ``[B, S]`` per episode, from each task's key."""
+        keys = stream(batch.training_keys(), "support order")
+        return permutation(keys, batch.support_y.shape[1]).to(batch.support_y.device)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        order = self._training_order(batch.support_y)
+        order = self._training_order(batch)
         support_logits, labels, query_logits = self._logits(batch, order)
         logits, targets = query_logits.flatten(0, 1), batch.query_y.flatten()
         if self.support_loss:

@@ -172,7 +172,7 @@ class MatchingNet(nn.Module):
     def _log_probs(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
         embeddings = embed_episodes(
-            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1)
+            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1), batch.keys
         )
         return self._match(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
 

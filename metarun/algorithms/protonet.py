@@ -72,7 +72,7 @@ class ProtoNet(nn.Module):
     def _logits(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
         embeddings = embed_episodes(
-            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1)
+            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1), batch.keys
         )
         return prototype_logits(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
 

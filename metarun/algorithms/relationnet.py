@@ -52,6 +52,7 @@ from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import one_running_update, use_episode_statistics
 from metarun.models.conv4 import conv_block
+from metarun.randomness import noise_for, stream
 
 
 class RelationModule(nn.Module):
@@ -145,7 +146,15 @@ class RelationNet(nn.Module):
                 f"must be at least 1, or null for the encoder's channels; got {relation_channels}",
             )
         self.task = task
-        self.encoder = model(task.input_shape, None)
+        try:
+            self.encoder = model(task.input_shape, None)
+        except TypeError as error:  # the YAML's feature-map keys on another backbone
+            raise ConfigError(
+                "model",
+                f"relationnet compares feature maps, which this encoder cannot be asked to keep "
+                f"({error}); use model=conv4 (configs/algorithm/relationnet.yaml sets its "
+                f"feature-map keys)",
+            ) from None
         map_shape = self._map_shape()
         self.relation = RelationModule(
             map_shape, relation_channels or map_shape[0], relation_hidden, relation_padding
@@ -190,9 +199,13 @@ class RelationNet(nn.Module):
         statistics; in eval (running statistics), one pass for the whole batch."""
         if not self.training:
             return self._episode_scores(batch)
+        keys = None if batch.keys is None else stream(batch.keys, "encoder")
+        scores = []
         with one_running_update(self):
-            episodes = (batch.select(slice(i, i + 1)) for i in range(len(batch)))
-            return torch.cat([self._episode_scores(episode) for episode in episodes])
+            for i in range(len(batch)):
+                with noise_for(self.encoder, None if keys is None else keys[i]):
+                    scores.append(self._episode_scores(batch.select(slice(i, i + 1))))
+        return torch.cat(scores)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         scores = self._scores(batch)

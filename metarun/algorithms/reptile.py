@@ -18,7 +18,10 @@ The inner loop is the family's functional core (``metarun.algorithms.gradient``)
 one task with ``torch.func.grad`` + ``functional_call``, vmapped over tasks, first order only and
 without any graph to ``theta``. Each task's mini-batches follow the authors' sampler: a stream of
 fresh shuffles of its examples, cut into ``k`` batches of ``inner_batch_size`` (a batch may span
-two shuffles). Adam's moments are per task and start at zero.
+two shuffles), drawn from the task's random key (``metarun.randomness``): in training the key of
+its index in the run, in evaluation one fixed key for every episode, so a task's batches never
+depend on the other tasks of its batch or on its process. Adam's moments are per task and start
+at zero.
 
 BatchNorm uses the statistics of the batch it is given (``batch_norm: transductive``; the
 paper's code runs it in training mode at test time too), or is left out (``none``).
@@ -49,6 +52,7 @@ from metarun.algorithms.gradient import GradientLearner, Params, SGDStep, State,
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec, batched_loss
 from metarun.errors import ConfigError
+from metarun.randomness import EVALUATION_KEY, fold, permutation, stream
 
 INNER_OPTIMIZERS = ("adam", "sgd")
 
@@ -86,16 +90,15 @@ class AdamStep(UpdateRule):
         return f"lr={self.lr}, betas={self.betas}, eps={self.eps}"
 
 
-def minibatch_indices(
-    tasks: int, examples: int, steps: int, batch_size: int, generator: torch.Generator | None
-) -> Tensor:
-    """``[tasks, steps, batch_size]`` example indices: for each task, consecutive shuffles of
-    its examples, concatenated and cut into ``steps`` batches (the authors' sampler without
-    replacement)."""
+def minibatch_indices(keys: Tensor, examples: int, steps: int, batch_size: int) -> Tensor:
+    """``[tasks, steps, batch_size]`` example indices: for each task (its random key in
+    ``keys`` ``[tasks]``), consecutive shuffles of its examples, concatenated and cut into
+    ``steps`` batches (the authors' sampler without replacement). A task's batches depend on
+    its key only, never on the other tasks."""
     shuffles = math.ceil(steps * batch_size / examples)
-    keys = torch.rand(tasks, shuffles, examples, generator=generator)
-    stream = keys.argsort(dim=-1).flatten(1)[:, : steps * batch_size]
-    return stream.reshape(tasks, steps, batch_size)
+    shuffle_keys = fold(keys[:, None], torch.arange(shuffles, device=keys.device))
+    order = permutation(shuffle_keys, examples).flatten(1)[:, : steps * batch_size]
+    return order.reshape(len(keys), steps, batch_size)
 
 
 def take(x: Tensor, index: Tensor) -> Tensor:
@@ -181,20 +184,23 @@ class Reptile(GradientLearner):
         support_y: Tensor,
         steps: int,
         batch_size: int | None,
-        generator: torch.Generator | None = None,
+        keys: Tensor,
     ) -> Params:
         """``phi`` ``[tasks, ...]``: ``steps`` optimiser steps on each task's mini-batches, with
-        no graph to the meta-parameters. ``batch_size`` None: the whole support set."""
+        no graph to the meta-parameters. ``batch_size`` None: the whole support set. ``keys``
+        ``[tasks]``: the random keys the mini-batches (and the network, if it draws) come
+        from."""
         tasks, examples = support_y.shape
         batch_size = batch_size or examples
-        index = minibatch_indices(tasks, examples, steps, batch_size, generator)
+        index = minibatch_indices(stream(keys, "mini-batches"), examples, steps, batch_size)
         index = index.to(support_y.device)
+        network_keys = stream(keys, "inner steps")
         with torch.no_grad():  # torch.func.grad still differentiates the inner losses
             params = {n: p.expand(tasks, *p.shape) for n, p in self.inner_parameters().items()}
             state = self.rule.init_state(params)
             for step in range(steps):
                 x, y = take(support_x, index[:, step]), take(support_y, index[:, step])
-                params, state = self._step(params, x, y, state, step, True)
+                params, state = self._step(params, x, y, state, step, True, network_keys)
         return params
 
     # -- classifying queries with adapted weights ------------------------------------------
@@ -208,17 +214,23 @@ class Reptile(GradientLearner):
         return vmap(one, chunk_size=self.chunk_size)(query_x)
 
     def classify(
-        self, params: Params, support_x: Tensor, query_x: Tensor, transductive: bool
+        self,
+        params: Params,
+        support_x: Tensor,
+        query_x: Tensor,
+        transductive: bool,
+        keys: Tensor | None = None,
     ) -> Tensor:
         """Query predictions ``[tasks, queries, outputs]`` of adapted weights ``[tasks, ...]``."""
         if transductive:
-            return self._query(params, query_x, 0)
+            return self._query(params, query_x, 0, keys)
         return self._vmap(self._with_support, (0, 0, 0))(params, support_x, query_x)
 
     # -- the MetaLearner interface ---------------------------------------------------------
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        keys = batch.training_keys()
         phi = self.train_on_tasks(
-            batch.support_x, batch.support_y, self.inner_steps, self.inner_batch_size
+            batch.support_x, batch.support_y, self.inner_steps, self.inner_batch_size, keys
         )
         theta = self.inner_parameters()
         # d/dtheta of mean_i 0.5 ||theta - phi_i||^2 is theta - mean_i phi_i: SGD with lr eps on
@@ -229,7 +241,9 @@ class Reptile(GradientLearner):
         with torch.no_grad():
             # The training metrics use the query batch's statistics whatever ``transductive``
             # says: one pass per query with the support set would cost more than training.
-            predictions = self.classify(phi, batch.support_x, batch.query_x, transductive=True)
+            predictions = self.classify(
+                phi, batch.support_x, batch.query_x, transductive=True, keys=keys
+            )
             loss = batched_loss(self.task, predictions, batch.query_y)
             score = self.task.score(predictions, batch.query_y).mean()
             displacement = sum((phi[n] - theta[n]).pow(2).flatten(1).sum(1) for n in theta)
@@ -240,10 +254,11 @@ class Reptile(GradientLearner):
         }
         return surrogate, metrics
 
-    def _evaluation_generator(self) -> torch.Generator:
-        """The same mini-batch order for every evaluation, independent of the training RNG, so
-        validation neither depends on nor perturbs the training stream."""
-        return torch.Generator().manual_seed(0)
+    @staticmethod
+    def _evaluation_keys(tasks: int, device: torch.device) -> Tensor:
+        """One key for every evaluation episode: each gets the same mini-batch order, so an
+        episode's score depends neither on its batch nor on its process (nor on training)."""
+        return torch.full((tasks,), EVALUATION_KEY, dtype=torch.int64, device=device)
 
     @torch.no_grad()
     def predict(self, batch: EpisodeBatch) -> Tensor:
@@ -252,7 +267,7 @@ class Reptile(GradientLearner):
             batch.support_y,
             self.test_inner_steps,
             self.test_inner_batch_size,
-            self._evaluation_generator(),
+            self._evaluation_keys(len(batch), batch.support_y.device),
         )
         return self.classify(phi, batch.support_x, batch.query_x, self.transductive)
 
@@ -268,7 +283,7 @@ class Reptile(GradientLearner):
             support_y.unsqueeze(0),
             self.test_inner_steps,
             self.test_inner_batch_size,
-            self._evaluation_generator(),
+            self._evaluation_keys(1, support_y.device),
         )
 
         def classify(query_x: Tensor) -> Tensor:

@@ -151,15 +151,16 @@ class Siamese(nn.Module):
             )
         return spec
 
-    def embed(self, images: Tensor) -> Tensor:
+    def embed(self, images: Tensor, keys: Tensor | None = None) -> Tensor:
         """Sigmoid embeddings ``[B, n, E]`` of episodes' images ``[B, n, ...]``: one encoder
-        call per episode in training (each normalised with its own statistics), one for all in
-        eval."""
-        return torch.sigmoid(self.embedding(embed_episodes(self.encoder, images)))
+        call per episode in training (each normalised with its own statistics, drawing from its
+        key), one for all in eval."""
+        return torch.sigmoid(self.embedding(embed_episodes(self.encoder, images, keys)))
 
     def _embed_episodes(self, batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
         s = batch.support_x.shape[1]
-        embeddings = self.embed(torch.cat([batch.support_x, batch.query_x], dim=1))
+        images = torch.cat([batch.support_x, batch.query_x], dim=1)
+        embeddings = self.embed(images, batch.keys)
         return embeddings[:, :s], embeddings[:, s:]
 
     def pair_scores(self, left: Tensor, right: Tensor) -> Tensor:

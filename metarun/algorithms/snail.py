@@ -62,6 +62,7 @@ from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import embed_episodes, embedding_size, use_episode_statistics
 from metarun.models.snail_blocks import SnailNet
+from metarun.randomness import permutation, stream
 
 EVAL_ORDER_SEED = 0
 """Seeds the one support permutation evaluation uses, whatever the batch."""
@@ -139,28 +140,39 @@ class SNAIL(nn.Module):
             )
         return evaluation.replace(queries=self.train_queries)
 
-    def support_order(self, episodes: int, size: int, device: torch.device) -> Tensor:
-        """``[B, S]`` positions: the order support examples enter each episode's sequence."""
+    def support_order(
+        self, episodes: int, size: int, device: torch.device, keys: Tensor | None = None
+    ) -> Tensor:
+        """``[B, S]`` positions: the order support examples enter each episode's sequence (in
+        training, drawn from each task's key ``keys`` ``[B]``)."""
         if not self.shuffle_support:
             order = torch.arange(size, device=device)
         elif self.training:
-            return torch.rand(episodes, size, device=device).argsort(dim=1)
+            if keys is None:
+                raise ValueError(
+                    "SNAIL shuffles each training episode's support set from its random key, "
+                    "and these episodes carry none (EpisodeBatch.keys)"
+                )
+            return permutation(stream(keys, "support order"), size).to(device)
         else:
             order = fixed_order(size, EVAL_ORDER_SEED, device)
         return order.expand(episodes, -1)
 
-    def _logits(self, support: Tensor, support_y: Tensor, queries: Tensor) -> Tensor:
+    def _logits(
+        self, support: Tensor, support_y: Tensor, queries: Tensor, keys: Tensor | None = None
+    ) -> Tensor:
         """Query logits ``[B, M, N]`` from support features ``[B, S, D]`` with labels
         ``[B, S]`` and query features ``[B, M, D]``."""
-        order = self.support_order(*support_y.shape, support.device)
+        order = self.support_order(*support_y.shape, support.device, keys)
         support = support.gather(1, order.unsqueeze(-1).expand_as(support))
         prefix, tails = sequence_items(support, support_y.gather(1, order), queries, self.ways)
         return self.net.extend(prefix, tails)
 
     def _batch_logits(self, batch: EpisodeBatch) -> Tensor:
         s = batch.support_y.shape[1]
-        features = embed_episodes(self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1))
-        return self._logits(features[:, :s], batch.support_y, features[:, s:])
+        images = torch.cat([batch.support_x, batch.query_x], dim=1)
+        features = embed_episodes(self.encoder, images, batch.keys)
+        return self._logits(features[:, :s], batch.support_y, features[:, s:], batch.keys)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self._batch_logits(batch)

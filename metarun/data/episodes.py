@@ -9,6 +9,7 @@ from a seed in the config, so every algorithm and every batch size sees the same
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -58,6 +59,10 @@ class EpisodeBatch:
     classes: Tensor | None = None
     """``[B, N]``: each episode's way ``n`` is class ``classes[b, n]`` of the split (global
     labels, for learners that pre-train on all training classes); None for synthetic tasks."""
+    keys: Tensor | None = None
+    """``[B]`` int64: each training task's random key (``metarun.randomness.task_keys``, a
+    function of its global index), which every random draw of its training computation comes
+    from; None for evaluation episodes, which draw nothing that depends on them."""
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
@@ -69,24 +74,36 @@ class EpisodeBatch:
 
     def select(self, part: slice) -> EpisodeBatch:
         """The episodes in ``part`` as a meta-batch of their own (leading dimension kept)."""
-        return EpisodeBatch(
-            self.support_x[part],
-            self.support_y[part],
-            self.query_x[part],
-            self.query_y[part],
-            self.ways,
-            None if self.classes is None else self.classes[part],
-        )
+        return self._map(lambda t: t[part])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def with_keys(self, keys: Tensor) -> EpisodeBatch:
+        """The same episodes carrying the random keys of their tasks (``[B]``)."""
+        if keys.shape != (len(self),):
+            raise ValueError(f"need one key per episode ({len(self)}), got {tuple(keys.shape)}")
+        return dataclasses.replace(self, keys=keys.to(self.support_y.device))
+
+    def training_keys(self) -> Tensor:
+        """The tasks' keys, for a learner that draws random numbers in training."""
+        if self.keys is None:
+            raise ValueError(
+                "these training episodes carry no random keys (EpisodeBatch.keys); the trainer "
+                "sets them with metarun.randomness.task_keys, and so must a caller of meta_loss"
+            )
+        return self.keys
+
+    def _map(self, change: Callable[[Tensor], Tensor]) -> EpisodeBatch:
+        optional = lambda t: None if t is None else change(t)  # noqa: E731
         return EpisodeBatch(
-            move(self.support_x),
-            move(self.support_y),
-            move(self.query_x),
-            move(self.query_y),
+            change(self.support_x),
+            change(self.support_y),
+            change(self.query_x),
+            change(self.query_y),
             self.ways,
-            None if self.classes is None else move(self.classes),
+            optional(self.classes),
+            optional(self.keys),
         )
 
 

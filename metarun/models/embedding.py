@@ -14,14 +14,23 @@ import torch
 from torch import Tensor, nn
 
 from metarun.models.episode_norm import one_running_update
+from metarun.randomness import noise_for, stream
 
 
-def embed_episodes(encoder: nn.Module, images: Tensor) -> Tensor:
-    """Embeddings ``[B, n, D]`` of episodes' images ``[B, n, ...]``."""
+def embed_episodes(encoder: nn.Module, images: Tensor, keys: Tensor | None = None) -> Tensor:
+    """Embeddings ``[B, n, D]`` of episodes' images ``[B, n, ...]``. An encoder that draws
+    random numbers in training (DropBlock) draws each episode's from its key (``keys``
+    ``[B]``, ``EpisodeBatch.keys``)."""
     if not encoder.training:
         return encoder(images.flatten(0, 1)).reshape(*images.shape[:2], -1)
+    if keys is not None:
+        keys = stream(keys, "encoder")
     with one_running_update(encoder):
-        return torch.stack([encoder(episode).flatten(1) for episode in images])
+        embeddings = []
+        for i, episode in enumerate(images):
+            with noise_for(encoder, None if keys is None else keys[i]):
+                embeddings.append(encoder(episode).flatten(1))
+        return torch.stack(embeddings)
 
 
 def embedding_size(encoder: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -25,24 +25,26 @@ blocks apply ordinary dropout at the same rate.
 
 Like Conv-4, the network is a classifier when given ``out_features`` (a Linear head on the
 embedding, for MAML and ANIL) and an embedding without (ProtoNet). Everything in it works under
-``torch.func.functional_call`` and ``vmap``: the DropBlock mask is drawn with ``torch.rand_like``
-(different per task under ``randomness="different"``) and built with pooling, no indexing.
+``torch.func.functional_call`` and ``vmap``: the DropBlock mask is drawn from the random key of
+the task being computed (``metarun.randomness.current_noise``, which the learner opens per task,
+so a task's masks are the same in any batch and on any process) and built with pooling, no
+indexing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.errors import ConfigError
+from metarun.randomness import Draws, current_noise
 
 POOLINGS = ("avg", "flatten")
 
 
-class DropBlock(nn.Module):
+class DropBlock(nn.Module, Draws):
     """Zeroes random ``block_size`` x ``block_size`` squares of each feature map in training,
     about ``rate`` of the positions in all, and rescales the rest so the mean is kept; the
     identity in eval mode or at rate 0.
@@ -58,6 +60,10 @@ class DropBlock(nn.Module):
         self.rate = rate
         self.block_size = block_size
 
+    @property
+    def draws(self) -> bool:
+        return self.rate > 0
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.rate == 0:
             return x
@@ -65,7 +71,8 @@ class DropBlock(nn.Module):
         size = min(self.block_size, height, width)
         valid_h, valid_w = height - size + 1, width - size + 1
         gamma = self.rate / size**2 * (height * width) / (valid_h * valid_w)
-        seeds = (torch.rand_like(x[..., :valid_h, :valid_w]) < gamma).to(x.dtype)
+        noise = current_noise().uniform(x[..., :valid_h, :valid_w].shape)
+        seeds = (noise.to(x.device) < gamma).to(x.dtype)
         # A seed at (i, j) covers rows i..i+size-1 and columns j..j+size-1.
         padded = F.pad(seeds, (size - 1, size - 1, size - 1, size - 1))
         dropped = F.max_pool2d(padded, kernel_size=size, stride=1)

@@ -5,8 +5,10 @@ The interval is the normal approximation used throughout the few-shot literature
 
 With several processes (``hardware=ddp``) each scores its own contiguous share of the episodes
 and the scores are concatenated in episode order, so every process gets the result a single
-process would: an episode's score does not depend on which episodes share its batch (MAML
-adapts each task on its own; ProtoNet evaluates with BatchNorm's running statistics).
+process would: an episode's score does not depend on which episodes share its batch (each
+learner adapts each episode on its own, and whatever it draws comes from one fixed key,
+``metarun.randomness.EVALUATION_KEY``; ``tests/algorithms/test_every_learner.py`` checks this
+for every learner).
 """
 
 from __future__ import annotations

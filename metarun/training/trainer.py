@@ -6,10 +6,12 @@ The loop is the same for every algorithm: it only calls the ``MetaLearner`` meth
 written, so a resumed run logs the same numbers as one that never stopped.
 
 It is also the same for one process and for several (``hardware=ddp``): every process draws the
-same global meta-batch plan and gathers only its share of the tasks (``Runtime.shard``), and the
-meta-gradients, BatchNorm running statistics and logged metrics are averaged across processes
-after ``backward`` (``Runtime.all_reduce_mean_``, a no-op for one process). Every process thus
-applies the same update and keeps the same state; only rank 0 writes checkpoints.
+same global meta-batch plan and gathers only its share of the tasks (``Runtime.shard``), each task
+carrying the random key of its index in the run (``metarun.randomness.task_keys``), from which
+alone the learner draws that task's random numbers; the meta-gradients, BatchNorm running
+statistics and logged metrics are averaged across processes after ``backward``
+(``Runtime.all_reduce_mean_``, a no-op for one process). Every process thus applies the update
+one process would and keeps the same state; only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
 from metarun.models.norm import PerStepBatchNorm
+from metarun.randomness import task_keys
 from metarun.tracking.console import Reporter
 from metarun.tracking.logger import Logger
 from metarun.training.checkpoint import Checkpoints
@@ -97,6 +100,7 @@ class Trainer:
         task: TaskSpec,
         runtime: Runtime,
         generator: torch.Generator,
+        seed: int,
         checkpoints: Checkpoints,
         logger: Logger,
         reporter: Reporter,
@@ -112,6 +116,7 @@ class Trainer:
         self.task = task
         self.runtime = runtime
         self.generator = generator
+        self.seed = seed
         self.checkpoints = checkpoints
         self.logger = logger
         self.reporter = reporter
@@ -209,9 +214,12 @@ class Trainer:
         if isinstance(self.learner, Scheduled):
             self.learner.start_step(step, self.config.max_steps)
         # The whole meta-batch's plan, identical on every process (same generator state), of
-        # which each gathers only its own tasks.
+        # which each gathers only its own tasks; each task carries the random key of its
+        # global index, so what it draws does not depend on the process that computes it.
         plan = self.sampler.draw(self.learner.meta_batch_size, self.generator)
-        batch = self.sampler.gather(plan[self.runtime.shard(len(plan))])
+        mine = self.runtime.shard(len(plan))
+        keys = task_keys(self.seed, step, len(plan))[mine]
+        batch = self.sampler.gather(plan[mine]).with_keys(keys)
         batch = batch.to(self.runtime.device, non_blocking=True)
         with self.runtime.autocast(self.learner.autocast_safe):
             loss, metrics = self.learner.meta_loss(batch)

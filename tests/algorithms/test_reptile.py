@@ -21,6 +21,7 @@ from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import BatchStatsNorm, Conv4
+from metarun.randomness import stream, task_keys
 
 EPS = 0.7  # the meta step size of the outer SGD step under test
 
@@ -60,11 +61,15 @@ def loop_adapted(learner: Reptile, batch: EpisodeBatch, index: torch.Tensor) -> 
     return adapted
 
 
+def with_seed(batch: EpisodeBatch, seed: int) -> EpisodeBatch:
+    """The batch as meta-step 1 of a run with ``seed`` would key its tasks."""
+    return batch.with_keys(task_keys(seed, 1, len(batch)))
+
+
 def trainer_step(learner: Reptile, batch: EpisodeBatch, seed: int) -> dict[str, torch.Tensor]:
     """What metarun's trainer does with the learner: backward of meta_loss, then SGD(lr=eps)."""
     optimizer = torch.optim.SGD(learner.parameters(), lr=EPS, momentum=0.0)
-    torch.manual_seed(seed)
-    loss, metrics = learner.meta_loss(batch)
+    loss, metrics = learner.meta_loss(with_seed(batch, seed))
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -72,12 +77,10 @@ def trainer_step(learner: Reptile, batch: EpisodeBatch, seed: int) -> dict[str, 
 
 
 def indices_for(learner: Reptile, batch: EpisodeBatch, seed: int) -> torch.Tensor:
-    """The mini-batches meta_loss will draw after ``torch.manual_seed(seed)``."""
-    torch.manual_seed(seed)
-    tasks, examples = batch.support_y.shape
-    return minibatch_indices(
-        tasks, examples, learner.inner_steps, learner.inner_batch_size, generator=None
-    )
+    """The mini-batches meta_loss draws for the batch keyed as in a run with ``seed``."""
+    keys = stream(with_seed(batch, seed).keys, "mini-batches")
+    examples = batch.support_y.shape[1]
+    return minibatch_indices(keys, examples, learner.inner_steps, learner.inner_batch_size)
 
 
 def expected_outer_step(
@@ -122,8 +125,7 @@ def test_serial_reptile_with_unit_step_jumps_to_the_adapted_weights() -> None:
     batch = image_batch(tasks=1)
     theta = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
     (phi,) = loop_adapted(learner, batch, indices_for(learner, batch, seed=3))
-    torch.manual_seed(3)
-    loss, _ = learner.meta_loss(batch)
+    loss, _ = learner.meta_loss(with_seed(batch, 3))
     loss.backward()
     torch.optim.SGD(learner.parameters(), lr=1.0).step()
     for name, p in learner.model.named_parameters():
@@ -131,14 +133,19 @@ def test_serial_reptile_with_unit_step_jumps_to_the_adapted_weights() -> None:
     assert max((phi[n] - theta[n]).abs().max().item() for n in theta) > 1e-4  # it moved
 
 
-def test_mini_batches_are_consecutive_shuffles() -> None:
-    index = minibatch_indices(4, 5, steps=7, batch_size=3, generator=torch.Generator())
+def test_mini_batches_are_consecutive_shuffles_that_follow_each_tasks_key() -> None:
+    keys = task_keys(0, 1, 4)
+    index = minibatch_indices(keys, 5, steps=7, batch_size=3)
     assert index.shape == (4, 7, 3)
-    stream = index.flatten(1)  # 21 draws: four full shuffles of 5, then one more
+    drawn = index.flatten(1)  # 21 draws: four full shuffles of 5, then one more
     for t in range(4):
         for start in range(0, 20, 5):
-            assert sorted(stream[t, start : start + 5].tolist()) == list(range(5))
+            assert sorted(drawn[t, start : start + 5].tolist()) == list(range(5))
+        assert len(set(map(tuple, drawn[t, :20].view(4, 5).tolist()))) > 1  # fresh shuffles
     assert not torch.equal(index[0], index[1])  # each task its own order
+    # A task's batches depend on its own key only, not on its place among the others.
+    torch.testing.assert_close(minibatch_indices(keys[2:3], 5, 7, 3)[0], index[2])
+    torch.testing.assert_close(minibatch_indices(keys.flip(0), 5, 7, 3)[3], index[0])
 
 
 def adapted_weights(learner: Reptile, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
@@ -147,7 +154,7 @@ def adapted_weights(learner: Reptile, batch: EpisodeBatch) -> dict[str, torch.Te
         batch.support_y,
         learner.test_inner_steps,
         learner.test_inner_batch_size,
-        learner._evaluation_generator(),
+        learner._evaluation_keys(len(batch), batch.support_y.device),
     )
 
 
@@ -181,15 +188,15 @@ def test_transductive_predictions_share_the_query_statistics_and_differ() -> Non
 
 
 @pytest.mark.parametrize("transductive", [True, False])
-def test_adapt_matches_predict(transductive: bool) -> None:
-    learner = tiny_reptile(transductive=transductive, test_inner_steps=3)
-    batch = image_batch(tasks=2)
+def test_adapt_matches_predict_for_every_episode_of_a_batch(transductive: bool) -> None:
+    # Mini-batches smaller than the support set (6 examples), so the shuffles matter.
+    learner = tiny_reptile(transductive=transductive, test_inner_steps=3, test_inner_batch_size=2)
+    batch = image_batch(tasks=3)
     predicted = learner.predict(batch)
     assert not predicted.requires_grad
-    # A lone task draws its shuffles from the evaluation generator as the first task of a
-    # batch does, so it adapts identically.
-    classify = learner.adapt(batch.support_x[0], batch.support_y[0])
-    torch.testing.assert_close(classify(batch.query_x[0]), predicted[0])
+    for t in range(len(batch)):
+        classify = learner.adapt(batch.support_x[t], batch.support_y[t])
+        torch.testing.assert_close(classify(batch.query_x[t]), predicted[t])
 
 
 def test_training_episodes_use_train_shots_and_queries() -> None:

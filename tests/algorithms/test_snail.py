@@ -17,6 +17,7 @@ from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import Conv4
+from metarun.randomness import task_keys
 
 TINY = {"key_sizes": (4, 6, 5), "value_sizes": (3, 4, 2), "filters": 5}
 
@@ -107,10 +108,16 @@ def test_adapt_equals_predict_in_eval_mode() -> None:
 
 def test_training_shuffles_each_episodes_support_and_evaluation_uses_one_fixed_order() -> None:
     snail = learner()
-    torch.manual_seed(1)
-    order = snail.support_order(8, 6, torch.device("cpu"))
+    keys = task_keys(1, 1, 8)
+    order = snail.support_order(8, 6, torch.device("cpu"), keys)
     assert all(sorted(row.tolist()) == list(range(6)) for row in order)  # permutations
     assert len({tuple(row.tolist()) for row in order}) > 1  # drawn per episode
+    # An episode's order follows its own key, not its place in the batch.
+    torch.testing.assert_close(
+        snail.support_order(1, 6, torch.device("cpu"), keys[5:6])[0], order[5]
+    )
+    with pytest.raises(ValueError, match="EpisodeBatch.keys"):
+        snail.support_order(8, 6, torch.device("cpu"))
     snail.eval()
     fixed = snail.support_order(8, 6, torch.device("cpu"))
     assert len({tuple(row.tolist()) for row in fixed}) == 1

@@ -24,6 +24,7 @@ from metarun.errors import ConfigError
 from metarun.models.conv4 import Conv4
 from metarun.models.norm import BATCH_NORM_MODES, apply_batch_norm
 from metarun.models.resnet12 import DropBlock, ResNet12
+from metarun.randomness import drawing_from, task_keys
 
 TINY = partial(ResNet12, channels=[4, 4, 4, 4])
 
@@ -122,11 +123,16 @@ def covered_by_whole_blocks(dropped: torch.Tensor, size: int) -> bool:
     return bool(torch.equal(spread, dropped))
 
 
+def dropblock(layer: DropBlock, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``layer(x)`` drawing from the key of a run's first task (as a learner opens it)."""
+    with drawing_from(task_keys(seed, 1, 1)[0]):
+        return layer(x)
+
+
 def test_dropblock_drops_whole_blocks_at_about_the_rate_and_keeps_the_mean() -> None:
-    torch.manual_seed(0)
     layer = DropBlock(rate=0.2, block_size=3).train()
     x = torch.ones(16, 32, 20, 20)
-    out = layer(x)
+    out = dropblock(layer, x)
     dropped = (out == 0).to(x.dtype)
     assert 0.15 < dropped.mean().item() < 0.25
     assert covered_by_whole_blocks(dropped, 3)
@@ -135,7 +141,21 @@ def test_dropblock_drops_whole_blocks_at_about_the_rate_and_keeps_the_mean() -> 
     kept = out[out != 0]
     torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - dropped.mean().item())))
     positive = torch.rand(16, 32, 20, 20) + 0.5
-    assert layer(positive).mean().item() == pytest.approx(positive.mean().item(), rel=0.02)
+    assert dropblock(layer, positive).mean().item() == pytest.approx(
+        positive.mean().item(), rel=0.02
+    )
+
+
+def test_dropblock_masks_follow_the_key_and_each_draw_is_fresh() -> None:
+    layer = DropBlock(rate=0.3, block_size=2).train()
+    x = torch.ones(4, 8, 10, 10)
+    assert torch.equal(dropblock(layer, x, seed=1), dropblock(layer, x, seed=1))
+    assert not torch.equal(dropblock(layer, x, seed=1), dropblock(layer, x, seed=2))
+    with drawing_from(task_keys(1, 1, 1)[0]):
+        first, second = layer(x), layer(x)  # two layers of one forward pass
+    assert not torch.equal(first, second)
+    with pytest.raises(RuntimeError, match="drawing_from"):
+        layer(x)  # never a silent draw from the global generator
 
 
 def test_the_block_check_can_fail_on_independent_dropout() -> None:
@@ -155,8 +175,7 @@ def test_dropblock_is_the_identity_in_eval_mode_and_at_rate_zero() -> None:
 
 
 def test_dropblock_shrinks_to_feature_maps_smaller_than_the_block() -> None:
-    torch.manual_seed(0)
-    out = DropBlock(0.5, 5).train()(torch.ones(64, 4, 2, 2))
+    out = dropblock(DropBlock(0.5, 5).train(), torch.ones(64, 4, 2, 2))
     whole_maps = (out == 0).flatten(2).all(-1)  # a 2x2 map is dropped entirely or not at all
     assert torch.equal((out == 0).flatten(2).any(-1), whole_maps)
     assert 0.35 < whole_maps.float().mean().item() < 0.65
@@ -193,16 +212,26 @@ def test_vmapped_functional_call_equals_a_per_task_loop(transductive: bool) -> N
     assert (batched[0] - batched[1]).abs().max() > 1e-6  # the weights really differ per task
 
 
-def test_dropblock_under_vmap_draws_a_different_mask_per_task() -> None:
+def test_dropblock_under_vmap_draws_each_tasks_mask_from_its_key() -> None:
     torch.manual_seed(0)
     model = TINY((3, 32, 32), dropblock_rate=0.3, dropblock_size=2)
     apply_batch_norm(model, "transductive", steps=1).train()
     params = {k: torch.stack([v.detach()] * 3) for k, v in model.named_parameters()}
     x = torch.rand(5, 3, 32, 32).expand(3, -1, -1, -1, -1)  # the same images for every task
-    call = vmap(lambda p, xi: functional_call(model, p, (xi,)), randomness="different")
-    out = call(params, x)
+
+    def one_task(p, xi, key):
+        with drawing_from(key):
+            return functional_call(model, p, (xi,))
+
+    call = vmap(one_task, randomness="error")  # nothing from torch's generators
+    keys = task_keys(0, 1, 3)
+    out = call(params, x, keys)
     assert torch.isfinite(out).all()
     assert (out[0] - out[1]).abs().max() > 1e-4 and (out[1] - out[2]).abs().max() > 1e-4
+    # Task 2 alone, or first of a reordered batch, gets the mask it got third of three.
+    alone = call({k: v[:1] for k, v in params.items()}, x[:1], keys[2:])
+    torch.testing.assert_close(alone[0], out[2])
+    torch.testing.assert_close(call(params, x, keys.flip(0))[0], out[2])
 
 
 # -- in the learners ---------------------------------------------------------------------------
@@ -267,8 +296,9 @@ def test_maml_second_order_gives_every_parameter_a_finite_gradient(mode: str) ->
     learner = MAML(model, task, inner_lr=0.1, inner_steps=2, test_inner_steps=2, batch_norm=mode)
     batch = image_batch(tasks=2, ways=3, shots=1, queries=2)
     batch = EpisodeBatch(
-        batch.support_x.float(), batch.support_y, batch.query_x.float(), batch.query_y, 3
-    )
+        batch.support_x.float(), batch.support_y, batch.query_x.float(), batch.query_y, 3,
+        keys=batch.keys,
+    )  # fmt: skip
     loss, metrics = learner.meta_loss(batch)
     loss.backward()
     for name, p in learner.named_parameters():
@@ -286,8 +316,9 @@ def test_protonet_trains_and_evaluates_with_resnet12() -> None:
     assert learner.encoder.embedding_size == 4 and learner.encoder.head is None
     batch = image_batch(tasks=2, ways=3, shots=2, queries=2)
     batch = EpisodeBatch(
-        batch.support_x.float(), batch.support_y, batch.query_x.float(), batch.query_y, 3
-    )
+        batch.support_x.float(), batch.support_y, batch.query_x.float(), batch.query_y, 3,
+        keys=batch.keys,
+    )  # fmt: skip
     first_mean = learner.encoder.blocks[0].bn1.running_mean.clone()
     loss, metrics = learner.meta_loss(batch)
     loss.backward()
