@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 import metarun
 from metarun.data.episodes import FixedEpisodes
 from metarun.data.omniglot import Omniglot
-from metarun.run import RunContext, run
+from metarun.run import RunContext, build, run
+from metarun.training.checkpoint import load_checkpoint
+
+TEST_EPISODES = 20  # enough queries (120) that another learner's score would not coincide
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,8 @@ def trained(tmp_path_factory, tiny_overrides, compose_config) -> dict[str, Path]
     runs = {}
     for algorithm in ("maml", "protonet"):
         run_dir = tmp_path_factory.mktemp(algorithm)
-        run(compose_config(tiny_overrides(algorithm)), RunContext(run_dir, algorithm))
+        overrides = tiny_overrides(algorithm, f"eval.test_episodes={TEST_EPISODES}")
+        run(compose_config(overrides), RunContext(run_dir, algorithm))
         runs[algorithm] = run_dir
     return runs
 
@@ -35,24 +41,49 @@ def unseen_episode(omniglot_sample_root, data_cache_dir):
     return next(FixedEpisodes(data.sampler("test", data.episodes), 1, seed=99).batches(1))[0]
 
 
+def recorded_test_episodes(run_dir: Path) -> FixedEpisodes:
+    """The test episodes the run scored, rebuilt from its checkpoint as ``run.py`` built them
+    (its data set config, normalisation and ``eval`` settings)."""
+    state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    config = OmegaConf.create(state["config"])
+    data = build(config, "dataset")
+    data.load_state_dict(state["data"])
+    test = data.sampler("test", data.episodes)
+    return FixedEpisodes(test, config.eval.test_episodes, config.eval.seed + 1)
+
+
+def episode_accuracies(learner: metarun.FewShotLearner, episodes: FixedEpisodes) -> torch.Tensor:
+    """Each episode's accuracy through the public API: ``adapt`` on its support set alone,
+    labels for its queries."""
+    scores = []
+    for batch in episodes.batches(1):
+        episode = batch[0]
+        labels = learner.adapt(episode.support_x, episode.support_y)(episode.query_x)
+        assert labels.shape == episode.query_y.shape and labels.dtype == episode.query_y.dtype
+        scores.append((labels == episode.query_y).double().mean() * 100)
+    return torch.stack(scores)
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "protonet"])
-def test_load_adapt_and_classify_match_the_evaluated_learner(
-    algorithm, trained, unseen_episode
-) -> None:
-    learner = metarun.load(trained[algorithm])
-    episode = unseen_episode
-    classify = learner.adapt(episode.support_x, episode.support_y)
-    labels = classify(episode.query_x)
-    assert labels.shape == episode.query_y.shape and labels.dtype == episode.query_y.dtype
+def test_a_loaded_learner_scores_the_runs_test_episodes_as_the_run_did(algorithm, trained) -> None:
+    """A fresh ``metarun.load`` of the run directory, episode by episode, gives the test
+    accuracy the run recorded in ``summary.json`` (its best checkpoint, in evaluation mode)."""
+    recorded = json.loads((trained[algorithm] / "summary.json").read_text())["test"]
+    episodes = recorded_test_episodes(trained[algorithm])
+    scores = episode_accuracies(metarun.load(trained[algorithm]), episodes)
+    assert len(scores) == recorded["episodes"] == TEST_EPISODES
+    assert scores.mean().item() == pytest.approx(recorded["mean"], abs=1e-4)
 
-    # The same numbers as the learner inside the run, restored from best.pt by hand.
-    from metarun.training.checkpoint import load_checkpoint
 
-    state = load_checkpoint(trained[algorithm] / "checkpoints" / "best.pt")
-    learner.learner.load_state_dict(state["learner"])
+def test_the_recorded_score_check_would_catch_a_learner_left_in_training_mode(trained) -> None:
+    """Guards the test above: ProtoNet adapting with batch statistics (``load`` without
+    ``.eval()``) scores the same episodes differently."""
+    recorded = json.loads((trained["protonet"] / "summary.json").read_text())["test"]
+    learner = metarun.load(trained["protonet"])
+    learner.learner.train()
     with torch.no_grad():
-        expected = learner.learner.adapt(episode.support_x, episode.support_y)(episode.query_x)
-    torch.testing.assert_close(classify.logits(episode.query_x), expected)
+        scores = episode_accuracies(learner, recorded_test_episodes(trained["protonet"]))
+    assert abs(scores.mean().item() - recorded["mean"]) > 1.0
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "protonet"])
