@@ -162,7 +162,7 @@ def test_the_runtime_collectives_under_torchrun(tmp_path) -> None:
 
 def test_torchrun_without_hardware_ddp_is_one_line(tmp_path, tiny_overrides) -> None:
     done = launch([*TORCHRUN, "--no-python", METARUN, *tiny_overrides("maml")], tmp_path)
-    assert done.returncode != 0
+    assert done.returncode == 1  # torchrun's status for failed workers (each exited 2)
     errors = [line for line in done.stderr.splitlines() if line.startswith("metarun: error:")]
     assert errors == [
         "metarun: error: this process was started by torchrun, but hardware is not ddp; add "
@@ -174,16 +174,18 @@ def test_torchrun_without_hardware_ddp_is_one_line(tmp_path, tiny_overrides) -> 
 def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_last_pt(
     tmp_path, tiny_overrides
 ) -> None:
-    """torchrun passes SIGTERM on to its workers; they agree on the step, rank 0 saves it."""
+    """torchrun passes SIGTERM on to its workers; they agree on the step, rank 0 saves it, and
+    each exits as a process ended by SIGTERM does (128 + 15; torchrun itself exits 1)."""
     import signal
 
     overrides = tiny_run(tiny_overrides, "protonet", "trainer.max_steps=400")
-    cwd = tmp_path / "ddp"
+    cwd, statuses = tmp_path / "ddp", tmp_path / "statuses"
     cwd.mkdir()
+    statuses.mkdir()
     job = subprocess.Popen(
-        [*TORCHRUN, "--no-python", METARUN, *overrides, "hardware=ddp"],
+        [*TORCHRUN, str(HERE / "exit_status.py"), *overrides, "hardware=ddp"],
         cwd=cwd,
-        env={**metarun_env(cwd), "OMP_NUM_THREADS": "1"},
+        env={**metarun_env(cwd), "OMP_NUM_THREADS": "1", "METARUN_EXIT_STATUS_DIR": str(statuses)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -191,7 +193,11 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_step_with_last_pt(
     metrics = wait_for_step(cwd, 3, job, pattern="outputs/runs/*/metrics.jsonl")
     job.send_signal(signal.SIGTERM)
     out, err = job.communicate(timeout=120)
-    assert job.returncode != 0
+    assert job.returncode == 1, out + err  # torchrun's own status after a signal
+    assert {p.name: int(p.read_text()) for p in statuses.iterdir()} == {
+        "rank0": 128 + signal.SIGTERM,
+        "rank1": 128 + signal.SIGTERM,
+    }
     assert "metarun: stopped by SIGTERM at step" in err, out + err
     step = load_checkpoint(metrics.parent / "checkpoints" / "last.pt")["step"]
     assert 3 <= step < 400

@@ -93,14 +93,17 @@ def test_a_step_matches_the_papers_equations_slot_by_slot() -> None:
 
 
 def test_usage_decays_and_adds_the_read_and_write_weights() -> None:
+    """``w^u_t = gamma w^u_{t-1} + sum_i w^r_t(i) + sum_i w^w_t(i)`` with three heads, the
+    read and write weights from the slot-by-slot reference, not from the package."""
     cell, state = cell_and_state(heads=3)
     x = torch.randn(2, 4, dtype=torch.float64)
     _, new = cell.step(x, state)
-    gates = cell.heads(new.hidden)[:, -3:]
-    written = write_weights(gates, state.read_weights, least_used(state.usage, 3))
-    expected = 0.9 * state.usage + new.read_weights.sum(1) + written.sum(1)
-    torch.testing.assert_close(new.usage, expected)
-    assert not torch.allclose(new.usage, 0.9 * state.usage + new.read_weights.sum(1))
+    reference = reference_step(cell, x, state)
+    reads, writes = reference["read_weights"].sum(1), reference["write_weights"].sum(1)
+    torch.testing.assert_close(new.usage, 0.9 * state.usage + reads + writes)
+    # Each term matters: without the writes, or without the decay, the usage is another.
+    assert not torch.allclose(new.usage, 0.9 * state.usage + reads)
+    assert not torch.allclose(new.usage, state.usage + reads + writes)
 
 
 def forced_writer(gate: float, key: float = 0.5) -> LRUAMemoryCell:
