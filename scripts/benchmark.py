@@ -14,7 +14,9 @@ What is measured, one row per case, each row one "meta-step": ``meta_loss`` (or 
     memory format (``hardware.channels_last: auto`` keeps MAML contiguous; this row shows why).
   "fp32 |diff|" is the largest absolute difference between the row's meta-gradient and the
   loop's. Rounding differences between two correct fp32 implementations grow through the inner
-  steps, so "fp64 |diff|" repeats the comparison in float64 on a few tasks.
+  steps, so "fp64 |diff|" repeats the comparison in float64 on a few tasks, and a row whose
+  fp64 |diff| exceeds ``FP64_AGREEMENT`` (1e-9) of the largest gradient entry is an error: the
+  script prints the table, names the rows and exits with status 1.
 * ProtoNet, 20-way 1-shot, 5 queries per class, Conv-4 embedding, 8 episodes:
   ``ProtoNet.meta_loss`` on the whole meta-batch (one encoder call per episode, so BatchNorm
   normalises each episode with its own statistics, and one backward) against calling it on each
@@ -114,6 +116,9 @@ MAML_WAYS, MAML_SHOTS, MAML_QUERIES, MAML_TASKS = 5, 1, 1, 32
 PROTO_WAYS, PROTO_SHOTS, PROTO_QUERIES, PROTO_EPISODES = 20, 1, 5, 8
 CHUNK_SIZES = (4, 8, 16)
 FP64_TASKS = 8  # tasks in the float64 re-run of each MAML case (see ``float64_gradients``)
+# Two correct implementations of one meta-gradient differ in float64 by reduction order only:
+# about 1e-15 of the largest gradient entry. Beyond this share of it, they disagree.
+FP64_AGREEMENT = 1e-9
 MIB = 1024 * 1024
 
 
@@ -604,8 +609,8 @@ def print_header(device: torch.device, threads: int, repeats: int, memory_method
     )
     print(
         f"fp64 |diff|: the meta-gradient recomputed in float64 on the first {FP64_TASKS} tasks "
-        f"(fp32 rounding grows with MAML's inner steps and through BatchNorm; fp64 shows the "
-        f"methods agree)"
+        f"(fp32 rounding grows with MAML's inner steps and through BatchNorm; in fp64 a row "
+        f"beyond {FP64_AGREEMENT:.0e} of the largest gradient entry is an error)"
     )
     print(flush=True)
 
@@ -619,6 +624,7 @@ class Row:
     ratio: float
     diff: float
     diff64: float | None
+    scale64: float = 1.0  # the largest |entry| of the loop row's float64 meta-gradient
 
 
 def channels_last_in_effect(case: Case) -> bool:
@@ -646,9 +652,31 @@ def summarise(rows: list[Case], results: list[dict]) -> list[Row]:
         key = "eval_logits" if case.algorithm == "protonet" else "grads"
         diff = max_abs_diff(result[key], loop_result[key])
         diff64 = max_abs_diff(result["grads64"], loop_result["grads64"])
+        scale64 = max(float(g.abs().max()) for g in loop_result["grads64"])
         peak_mib = result["peak_bytes"] / MIB
-        table.append(Row(case, rate, median, peak_mib, rate / loop_rate, diff, diff64))
+        table.append(Row(case, rate, median, peak_mib, rate / loop_rate, diff, diff64, scale64))
     return table
+
+
+def disagreements(table: list[Row]) -> list[str]:
+    """The rows whose float64 meta-gradient is not their loop row's (beyond reduction order)."""
+    return [
+        f"{r.case.group} / {r.case.label}: fp64 |diff| {r.diff64:.1e} of largest |grad| "
+        f"{r.scale64:.1e}"
+        for r in table
+        if r.diff64 is not None and r.diff64 > FP64_AGREEMENT * r.scale64
+    ]
+
+
+def check_agreement(table: list[Row]) -> None:
+    """Exit with status 1, naming the rows, if any row computes another meta-gradient than
+    the per-task loop: a fast wrong implementation is not a result."""
+    wrong = disagreements(table)
+    if wrong:
+        sys.exit(
+            f"benchmark.py: {len(wrong)} row(s) disagree with the per-task loop in float64 "
+            f"(more than {FP64_AGREEMENT:.0e} of the largest gradient entry): {'; '.join(wrong)}"
+        )
 
 
 def print_table(table: list[Row]) -> None:
@@ -1262,6 +1290,7 @@ def main() -> None:
     print_table(table)
     print_conclusions(table, rows, results)
     print_footer(started, load_before, "--quick" if args.quick else "full", threads)
+    check_agreement(table)
 
 
 def print_footer(started: float, load_before: float, mode: str, threads: int) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 
@@ -201,3 +202,22 @@ def test_learner_cases_pair_training_with_evaluation(bench: ModuleType) -> None:
     assert [c.max_tasks for c in full] == [32, bench.EVAL_TASKS]
     learner, batch = bench.build_family_learner(full[1], "cpu")
     assert not learner.training and list(batch.query_x.shape) == [32, 75, 1, 28, 28]
+
+
+def agreement_table(bench: ModuleType, batched_grads64: list) -> list:
+    """A MAML group as ``summarise`` makes it from two rows' results (no timing run)."""
+    rows = [bench.Case("maml", "loop"), bench.Case("maml", "vmap", channels_last=False)]
+    loop = [torch.tensor([0.5, -2.0], dtype=torch.float64), torch.tensor([1.0e-3])]
+    results = [
+        {"seconds": [1.0], "peak_bytes": 0, "grads": loop, "grads64": loop},
+        {"seconds": [0.5], "peak_bytes": 0, "grads": loop, "grads64": batched_grads64},
+    ]
+    return bench.summarise(rows, results)
+
+
+def test_a_batched_row_that_disagrees_with_the_loop_in_float64_is_an_error(bench) -> None:
+    rounding = [torch.tensor([0.5, -2.0 + 4e-16], dtype=torch.float64), torch.tensor([1.0e-3])]
+    bench.check_agreement(agreement_table(bench, rounding))  # reduction order: fine
+    wrong = [torch.tensor([0.5, -2.0], dtype=torch.float64), torch.tensor([1.1e-3])]
+    with pytest.raises(SystemExit, match=r"1 row\(s\) disagree .* MAML 1-step second-order / "):
+        bench.check_agreement(agreement_table(bench, wrong))
