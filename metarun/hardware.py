@@ -14,17 +14,20 @@ Precision (``precision``), the policy:
   ``autocast_safe`` runs under it.
 * ``fp32``: never autocast.
 
-Why second order is left out of ``auto``: bf16 autocast moves every learner's gradient far
-beyond rounding error, gradient-based learners' the most, since their inner-loop gradients are
-bf16 too. Measured with CPU autocast, which puts the same convolutions and matmuls in bf16 as a
-GPU's (Conv4 with 64 channels, 5-way 1-shot 28x28, 4 tasks, 3 seeds), the relative error of the
-bf16 meta-gradient against fp32 is, first / second order, 0.18 / 0.23 with 1 inner step and
-0.69 / 0.76 with 5 (ProtoNet's gradient: about 0.2). The second-order error grows with the inner
-steps in every setting tried (``tests/test_hardware.py`` pins this on a tiny net), the first-order
-one in most; at a given step count neither order is consistently worse. So ``auto`` keeps the
-learners that declare themselves unsafe (second order) in fp32 and accepts first order's error
-for speed, as it does ProtoNet's; ``fp32`` is the setting for exact reproduction. Evaluation
-follows the same rule.
+What the policy rests on, and what it does not: it is a precaution, not a measured need. bf16
+autocast moves every learner's gradient far beyond rounding error, gradient-based learners' the
+most, since their inner-loop gradients are bf16 too. Measured with CPU autocast, which puts the
+same convolutions and matmuls in bf16 as a GPU's (Conv4 with 64 channels, 5-way 1-shot 28x28, 4
+tasks, 3 seeds), the relative error of the bf16 meta-gradient against fp32 is, first / second
+order, 0.18 / 0.23 with 1 inner step and 0.69 / 0.76 with 5 (ProtoNet's gradient: about 0.2).
+Both orders' errors grow with the inner steps (``tests/test_hardware.py`` pins the second
+order's growth on a tiny net), and these figures do not separate the two orders: at a given step
+count neither is consistently worse. Nor has any training run measured what either error does
+to the accuracy a run reaches. So the line ``auto`` draws (first order autocast for speed, as
+ProtoNet is; second order, MANN and Meta-LSTM in fp32) is a conservative choice for the
+learners with the most arithmetic between the loss and the update, not one the error
+measurements demand. ``fp32`` is the setting for exact reproduction; ``bf16`` for whoever wants
+the speed everywhere. Evaluation follows the same rule.
 
 Compilation (``compile: true``): ``Runtime.place`` compiles the learner's ``meta_loss`` and
 ``predict``, the two methods the trainer and evaluation call, with ``torch.compile`` (the

@@ -204,8 +204,8 @@ class GradientLearner(nn.Module):
 
     @property
     def autocast_safe(self) -> bool:
-        # The policy in metarun/hardware.py: a second-order meta-gradient's bf16 error grows
-        # with every inner step (measured there), so only first order runs under autocast.
+        # The policy in metarun/hardware.py: only first order runs under autocast, as a
+        # precaution for second order (the bf16 errors measured there do not separate them).
         return not self.second_order
 
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
