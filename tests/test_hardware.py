@@ -5,14 +5,16 @@ import json
 import logging
 import socket
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
 from cli_helpers import metarun
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from metarun import distributed
 from metarun.algorithms import MAML, ProtoNet
-from metarun.data.episodes import EpisodeBatch
+from metarun.data.episodes import EpisodeBatch, FixedEpisodes
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.hardware import DistributedHardware, Hardware, Runtime
@@ -81,31 +83,6 @@ def test_place_moves_conv_weights_to_channels_last() -> None:
     Runtime(torch.device("cpu"), None, channels_last=True).place(learner)
     conv = learner.encoder.features[0][0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
-
-
-@needs_gpu
-@pytest.mark.gpu
-def test_gpu_bf16_protonet_and_fp32_second_order_maml() -> None:
-    runtime = Hardware(device="cuda", precision="auto").setup()
-    task = TaskSpec("classification", (1, 28, 28), 5)
-    for learner in (ProtoNet(partial(Conv4), task), MAML(partial(Conv4), task)):
-        runtime.place(learner)
-        from metarun.data.episodes import EpisodeBatch
-
-        labels = torch.arange(5, device="cuda")
-        batch = EpisodeBatch(
-            torch.rand(2, 5, 1, 28, 28, device="cuda"),
-            labels.expand(2, -1),
-            torch.rand(2, 10, 1, 28, 28, device="cuda"),
-            labels.repeat(2).expand(2, -1),
-            5,
-        )
-        with runtime.autocast(learner.autocast_safe):
-            loss, _ = learner.meta_loss(batch)
-        loss.backward()
-        assert torch.isfinite(loss)
-        expected = torch.float32
-        assert loss.dtype == expected  # losses are computed in fp32 even under autocast
 
 
 # -- Several processes (hardware=ddp); two real processes: tests/test_distributed.py --------
@@ -316,6 +293,206 @@ def test_auto_never_autocasts_second_order_and_bf16_forces_it_with_a_warning(cap
     for precision in ("auto", "fp32"):  # never on a CPU unless asked for
         runtime = Hardware(device="cpu", precision=precision).setup()
         assert not runtime.autocasts(True) and not runtime.autocasts(False)
+
+
+# -- What runs in bf16: the kernels of every conv and linear layer, in the real trainer ------
+
+BF16, FP32 = torch.bfloat16, torch.float32
+AUTO_ON_A_BF16_GPU = {"protonet": BF16, "first-order maml": BF16, "second-order maml": FP32}
+"""The dtype every conv and linear layer of each learner must compute in under ``precision:
+auto`` where bf16 autocast is on (a bf16 GPU): ProtoNet and first order bf16, second order never."""
+EVERYTHING_IN_BF16 = dict.fromkeys(AUTO_ON_A_BF16_GPU, BF16)  # ``precision: bf16`` forces it
+EVERYTHING_IN_FP32 = dict.fromkeys(AUTO_ON_A_BF16_GPU, FP32)  # ``precision: fp32``
+
+
+def tiny_learners() -> dict[str, torch.nn.Module]:
+    """The three sides of the policy, small enough for a CPU (2 tasks of 3-way 1-shot 16x16)."""
+    task = TaskSpec("classification", (1, 16, 16), 3)
+    model = partial(Conv4, hidden_channels=4)
+    return {
+        "protonet": ProtoNet(model, task, meta_batch_size=2),
+        "first-order maml": MAML(model, task, first_order=True, meta_batch_size=2),
+        "second-order maml": MAML(model, task, first_order=False, meta_batch_size=2),
+    }
+
+
+class LayerKernels(TorchDispatchMode):
+    """Records, per Conv2d and Linear layer, the dtypes that the convolution and matmul kernels
+    inside its forward calls compute in: as dispatched, after autocast's casts and beneath
+    ``torch.func.grad``/``vmap``, so MAML's inner loop is seen as well as its query pass. A
+    layer's output dtype would not do: a vmapped Linear adds its float32 bias after a bf16
+    matmul, and its output is float32."""
+
+    def __init__(self, layers: dict[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.phase = "train"
+        self.seen: dict[str, dict[str, set[torch.dtype]]] = {"train": {}, "eval": {}}
+        self._inside: list[str] = []
+        self._hooks = []
+        for name, layer in layers.items():
+            self._hooks.append(layer.register_forward_pre_hook(partial(self._enter, name)))
+            self._hooks.append(layer.register_forward_hook(self._leave))
+
+    def _enter(self, name: str, module: torch.nn.Module, args: tuple) -> None:
+        self._inside.append(name)
+
+    def _leave(self, module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self._inside.pop()
+
+    def remove_hooks(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kernel = func.overloadpacket.__name__
+        if self._inside and ("conv" in kernel or "mm" in kernel):
+            floats = {
+                a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()
+            }
+            self.seen[self.phase].setdefault(self._inside[-1], set()).update(floats)
+        return func(*args, **(kwargs or {}))
+
+
+def layer_kernel_dtypes(runtime: Runtime, learner: torch.nn.Module) -> dict[str, Any]:
+    """``{"train" | "eval": {layer: dtypes}}``: what the kernels of each Conv2d and Linear of
+    ``learner`` computed in while the real ``Trainer._train_step`` and ``evaluate``
+    (``Trainer.validate``) ran it on ``runtime``; and ``{"gradients": dtypes}``, its
+    meta-gradients'."""
+    runtime.place(learner)
+    layers = {
+        name: module
+        for name, module in learner.named_modules()
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
+    }
+    data = OneBatch(synthetic_episodes(2, seed=0))  # float32 on the CPU: the trainer moves it
+    trainer = Trainer(
+        learner=learner,
+        optimizer=torch.optim.SGD(learner.parameters(), lr=0.0),
+        scheduler=None,
+        sampler=data,
+        val_episodes=FixedEpisodes(data, 2, seed=0),
+        task=learner.task,
+        runtime=runtime,
+        generator=torch.Generator(),
+        seed=0,
+        checkpoints=None,
+        logger=None,
+        reporter=None,
+        config=TrainerConfig(max_steps=1, val_every=1),
+        eval_batch_size=2,
+        run_state={},
+    )
+    kernels = LayerKernels(layers)
+    try:
+        with kernels:
+            trainer._train_step(1)
+            kernels.phase = "eval"
+            result = trainer.validate()
+    finally:
+        kernels.remove_hooks()
+    assert 0 <= result.mean <= 100
+    seen: dict[str, Any] = dict(kernels.seen)
+    for part in ("train", "eval"):  # every layer computed something, so none escapes the check
+        assert set(seen[part]) == set(layers), (part, sorted(seen[part]), sorted(layers))
+    seen["gradients"] = {p.grad.dtype for p in learner.parameters() if p.grad is not None}
+    return seen
+
+
+def autocast_reaches_in_part(runtime: Runtime, learner_name: str, layer: torch.nn.Module) -> bool:
+    """Whether bf16 autocast reaches only some of this layer's calls on this device: on a CPU,
+    MAML's convolutions stay float32 in its vmapped query pass (bf16 in the inner loop), see
+    ``test_cpu_autocast_leaves_vmapped_convolutions_in_float32``; on a GPU it reaches all."""
+    return (
+        runtime.device.type == "cpu"
+        and "maml" in learner_name
+        and isinstance(layer, torch.nn.Conv2d)
+    )
+
+
+def assert_layers_run_in(runtime: Runtime, expected: dict[str, torch.dtype]) -> None:
+    """Every conv and linear layer of each tiny learner computes in ``expected[learner]`` in
+    the trainer's step and in evaluation, while its meta-gradients stay float32 (autocast, not
+    a bf16 model). Where autocast reaches a layer in part only (``autocast_reaches_in_part``),
+    bf16 must be among its dtypes."""
+    for name, learner in tiny_learners().items():
+        seen = layer_kernel_dtypes(runtime, learner)
+        modules = dict(learner.named_modules())
+        for part in ("train", "eval"):
+            for layer, dtypes in seen[part].items():
+                where = f"{name} {part} {layer}: {sorted(map(str, dtypes))}"
+                if expected[name] == BF16 and autocast_reaches_in_part(
+                    runtime, name, modules[layer]
+                ):
+                    assert BF16 in dtypes, f"{where}, expected bf16 at least in the inner loop"
+                else:
+                    assert dtypes == {expected[name]}, f"{where}, expected {expected[name]}"
+        assert seen["gradients"] == {FP32}, f"{name} meta-gradients: {seen['gradients']}"
+
+
+def test_cpu_bf16_autocast_reaches_the_layers_the_policy_allows(caplog) -> None:
+    """The GPU test's check, on CPU autocast: a runtime that autocasts like ``auto`` on a bf16
+    GPU computes ProtoNet's and first-order MAML's layers in bf16 and second order's in
+    float32; ``precision: bf16`` every learner's in bf16; ``fp32`` none."""
+    cpu = torch.device("cpu")
+    assert_layers_run_in(Runtime(cpu, BF16), AUTO_ON_A_BF16_GPU)
+    with caplog.at_level(logging.WARNING, logger="metarun.hardware"):
+        assert_layers_run_in(Hardware(device="cpu", precision="bf16").setup(), EVERYTHING_IN_BF16)
+    assert_layers_run_in(Hardware(device="cpu", precision="fp32").setup(), EVERYTHING_IN_FP32)
+
+
+def test_the_layer_dtype_check_fails_when_autocast_is_missing_or_too_wide() -> None:
+    """``assert_layers_run_in`` can fail: without autocast ProtoNet's convolutions compute in
+    float32, and forcing autocast puts second-order MAML's in bf16, both against ``auto``."""
+    fp32 = Hardware(device="cpu", precision="fp32").setup()
+    with pytest.raises(AssertionError, match=r"^protonet train encoder\..*expected torch\.bf"):
+        assert_layers_run_in(fp32, AUTO_ON_A_BF16_GPU)
+    forced = Runtime(torch.device("cpu"), BF16, force_autocast=True)
+    with pytest.raises(AssertionError, match=r"^second-order maml train .*expected torch\.fl"):
+        assert_layers_run_in(forced, AUTO_ON_A_BF16_GPU)
+
+
+def test_cpu_autocast_leaves_vmapped_convolutions_in_float32() -> None:
+    """Why the CPU check is looser for MAML's convolutions: vmap's conv batching rule calls
+    ``aten::convolution``, for which CPU autocast has no kernel (CUDA autocast has one), so on a
+    CPU a vmapped conv outside ``torch.func.grad`` (MAML's query pass) stays float32 while a
+    plain one, or one inside ``grad`` (the inner loop), is bf16. CPU measurements of MAML's bf16
+    error (``hardware.py``) thus leave its query convolutions in float32."""
+    weights, images = torch.randn(2, 4, 1, 3, 3), torch.randn(2, 5, 1, 8, 8)
+
+    def conv(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, w)
+
+    inner: list[torch.dtype] = []
+
+    def loss(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = conv(w, x)
+        inner.append(out.dtype)
+        return out.float().sum()
+
+    with torch.autocast("cpu", dtype=BF16):
+        assert conv(weights[0], images[0]).dtype == BF16
+        assert torch.func.vmap(conv)(weights, images).dtype == FP32
+        torch.func.vmap(torch.func.grad(loss))(weights, images)
+    assert inner == [BF16]
+
+
+@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("precision", "expected"), [("auto", AUTO_ON_A_BF16_GPU), ("bf16", EVERYTHING_IN_BF16)]
+)
+def test_gpu_runs_in_bf16_exactly_what_the_policy_allows(
+    precision: str, expected: dict[str, torch.dtype]
+) -> None:
+    """The trainer's step and evaluation on ``hardware=gpu``: under ``precision: auto`` every
+    conv and linear layer of ProtoNet and first-order MAML computes in bf16 (the inner loop and
+    the query pass alike) and second-order MAML's in float32; under ``bf16`` every learner's in
+    bf16."""
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("precision=auto is meant for GPUs with native bf16 (compute capability 8.0+)")
+    runtime = Hardware(device="cuda", precision=precision).setup()
+    assert runtime.device.type == "cuda" and runtime.autocast_dtype == BF16
+    assert_layers_run_in(runtime, expected)
 
 
 # -- torch.compile ---------------------------------------------------------------------------
