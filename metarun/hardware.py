@@ -5,10 +5,10 @@ compiled, and with how many processes.
 
 Precision (``precision``), the policy:
 
-* ``auto``: bf16 autocast on a GPU that supports it, and only for learners that declare it safe
-  (``MetaLearner.autocast_safe``): ProtoNet and first-order gradient learners yes, second-order
-  ones (MAML, and MAML++ once it turns second order) never, nor any other learner that declares
-  itself unsafe; fp32 on a CPU.
+* ``auto``: bf16 autocast on a GPU with native bf16 (compute capability 8.0+), and only for learners
+  that declare it safe (``MetaLearner.autocast_safe``): ProtoNet and first-order gradient learners
+  yes, second-order ones (MAML, and MAML++ once it turns second order) never, nor any other learner
+  that declares itself unsafe; fp32 on a CPU.
 * ``bf16``: what was asked for: bf16 autocast on any device (the CPU included) for every
   learner, second-order ones too, with one logged warning when a learner that is not
   ``autocast_safe`` runs under it.
@@ -16,18 +16,20 @@ Precision (``precision``), the policy:
 
 What the policy rests on, and what it does not: it is a precaution, not a measured need. bf16
 autocast moves every learner's gradient far beyond rounding error, gradient-based learners' the
-most, since their inner-loop gradients are bf16 too. Measured with CPU autocast, which puts the
-same convolutions and matmuls in bf16 as a GPU's (Conv4 with 64 channels, 5-way 1-shot 28x28, 4
-tasks, 3 seeds), the relative error of the bf16 meta-gradient against fp32 is, first / second
-order, 0.18 / 0.23 with 1 inner step and 0.69 / 0.76 with 5 (ProtoNet's gradient: about 0.2).
-Both orders' errors grow with the inner steps (``tests/test_hardware.py`` pins the second
+most, since their inner-loop gradients are bf16 too. Measured with CPU autocast (Conv4 with 64
+channels, 5-way 1-shot 28x28, 4 tasks, 3 seeds), which casts the same layers as a GPU's except one:
+it has no kernel for the ``aten::convolution`` that vmap calls, so MAML's query-pass convolutions
+stayed float32 there (``tests/test_hardware.py`` pins this), and a GPU, which casts them, likely
+moves MAML's meta-gradient more. The relative error of the bf16 meta-gradient against fp32 is, first
+/ second order, 0.18 / 0.23 with 1 inner step and 0.69 / 0.76 with 5 (ProtoNet's gradient: about
+0.2). Both orders' errors grow with the inner steps (``tests/test_hardware.py`` pins the second
 order's growth on a tiny net), and these figures do not separate the two orders: at a given step
-count neither is consistently worse. Nor has any training run measured what either error does
-to the accuracy a run reaches. So the line ``auto`` draws (first order autocast for speed, as
-ProtoNet is; second order, MANN and Meta-LSTM in fp32) is a conservative choice for the
-learners with the most arithmetic between the loss and the update, not one the error
-measurements demand. ``fp32`` is the setting for exact reproduction; ``bf16`` for whoever wants
-the speed everywhere. Evaluation follows the same rule.
+count neither is consistently worse. Nor has any training run measured what either error does to the
+accuracy a run reaches. So the line ``auto`` draws (first order autocast for speed, as ProtoNet is;
+second order, MANN and Meta-LSTM in fp32) is a conservative choice for the learners with the most
+arithmetic between the loss and the update, not one the error measurements demand. ``fp32`` is the
+setting for exact reproduction; ``bf16`` for whoever wants the speed everywhere. Evaluation follows
+the same rule.
 
 Compilation (``compile: true``): ``Runtime.place`` compiles the learner's ``meta_loss`` and
 ``predict``, the two methods the trainer and evaluation call, with ``torch.compile`` (the
@@ -261,17 +263,21 @@ class Hardware:
 
     def _device(self) -> torch.device:
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise ConfigError(
-                "hardware.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}"
-            ) from None
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                device = torch.device(self.device)
+            except RuntimeError:
+                raise ConfigError(
+                    "hardware.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+                ) from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(
                 "hardware.device", "asks for a GPU but PyTorch sees none; use hardware=auto or cpu"
             )
+        if device.type == "cuda" and device.index is None:
+            # With its index, so that it compares equal to the device tensors report (cuda:0).
+            device = torch.device("cuda", torch.cuda.current_device())
         return device
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
@@ -279,7 +285,10 @@ class Hardware:
             return None
         if self.precision == "bf16":
             return torch.bfloat16
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # Native bf16 only (compute capability 8.0 and up): emulated bf16 is slower than fp32.
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(
+            including_emulation=False
+        )
         return torch.bfloat16 if cuda_bf16 else None
 
 

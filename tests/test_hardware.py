@@ -34,6 +34,16 @@ def test_auto_picks_what_is_there() -> None:
     assert runtime.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.mark.parametrize(("asked", "index"), [("cuda", 3), ("auto", 3), ("cuda:1", 1)])
+def test_a_gpu_device_always_carries_its_index(monkeypatch, asked: str, index: int) -> None:
+    """``cuda`` means the current GPU, named with its index as the tensors placed there report
+    it (``cuda:3``): a sampler comparing its device with its images' would otherwise take
+    device-resident images for host ones and try to pin them."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert Hardware(device=asked)._device() == torch.device("cuda", index)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_asking_for_a_missing_gpu_names_the_key() -> None:
     with pytest.raises(ConfigError, match="hardware.device: asks for a GPU"):

@@ -252,6 +252,8 @@ class EpisodeSampler:
         each episode is gathered on the host into pinned memory and copied asynchronously."""
         self.device = torch.device(device)
         self._images = self.classes.images if keep_on_host else self.classes.images.to(device)
+        if not keep_on_host:
+            self.device = self._images.device  # "cuda" names the current GPU: cuda:N
         return self
 
     def draw(self, count: int, generator: torch.Generator) -> Tensor:
@@ -285,7 +287,7 @@ class EpisodeSampler:
         k, q = self.spec.shots, self.spec.queries
         index = plan[..., 0] if plan.dim() == 4 else plan
         pixels = self._images[index.to(self._images.device)]  # [B, N, K+Q, C, H, W]
-        if pixels.device != self.device:
+        if pixels.device.type == "cpu" and self.device.type != "cpu":  # kept on the host
             if self.device.type == "cuda":
                 pixels = pixels.pin_memory()
             pixels = pixels.to(self.device, non_blocking=True)
