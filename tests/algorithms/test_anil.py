@@ -5,13 +5,11 @@ the head of the full network with ``torch.autograd.grad(create_graph=True)``."""
 from __future__ import annotations
 
 import copy
-import json
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import metarun
 from learner_helpers import image_batch, reference_model, vary_batch_norm
 from torch import nn
 from torch.func import functional_call
@@ -155,12 +153,3 @@ def test_per_step_batch_norm_is_refused() -> None:
 def test_invalid_settings_name_their_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         ANIL(partial(Conv4), TaskSpec("classification", (1, 28, 28), 5), **kwargs)
-
-
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides) -> None:
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    done = metarun(*overrides, "algorithm=anil", "algorithm.meta_batch_size=2", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_anil-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100

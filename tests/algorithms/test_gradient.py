@@ -3,10 +3,12 @@ and the BatchNorm key means what it says."""
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import pytest
 import torch
+from cli_helpers import metarun
 from learner_helpers import image_batch
 from torch import nn
 
@@ -15,6 +17,7 @@ from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import BatchStatsNorm, Conv4, PerStepBatchNorm
+from metarun.tracking.metrics_file import read_metrics
 
 
 def tiny(**kwargs) -> MAML:
@@ -89,3 +92,27 @@ def test_per_step_batch_norm_rejects_more_test_steps_than_it_has_statistics_for(
 def test_unknown_batch_norm_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="algorithm.batch_norm.*transductive, per_step, none"):
         tiny(batch_norm="running")
+
+
+FAMILY_SWEEP = ("anil", "metasgd", "meta_lstm")  # MAML, MAML++ and Reptile have runs of their own
+
+
+def test_anil_metasgd_and_meta_lstm_run_end_to_end_as_one_sweep(tmp_path, tiny_overrides) -> None:
+    """Each learner's CLI run on the Omniglot sample with its YAML (2 tasks, 2 inner steps): one
+    sweep, so one process start for all of them."""
+    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
+    family = f"algorithm={','.join(FAMILY_SWEEP)}"
+    settings = ("algorithm.meta_batch_size=2", "algorithm.inner_steps=2")
+    done = metarun("-m", *overrides, family, *settings, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    members = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    assert len(members) == len(FAMILY_SWEEP)
+    for member, algorithm in zip(members, FAMILY_SWEEP, strict=True):
+        assert f"algorithm={algorithm}" in (member / ".hydra" / "overrides.yaml").read_text()
+        summary = json.loads((member / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["steps"] == 4, algorithm
+        assert 0 <= summary["test"]["mean"] <= 100, algorithm
+        records = read_metrics(member / "metrics.jsonl")
+        clipped = any("train/grad_norm" in r for r in records)
+        assert clipped == (algorithm == "meta_lstm"), algorithm  # its paper's clipping is on

@@ -4,13 +4,11 @@ plain per-task ``torch.autograd.grad(create_graph=True)`` loop."""
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_helpers import metarun
 from learner_helpers import image_batch, reference_model
 from torch import nn
 from torch.func import functional_call
@@ -151,12 +149,3 @@ def test_rates_are_saved_with_the_learner() -> None:
 def test_a_bad_rate_range_is_a_config_error(bounds) -> None:
     with pytest.raises(ConfigError, match=r"algorithm\.init_lr_range"):
         MetaSGD(partial(Conv4), TaskSpec("classification", (1, 28, 28), 5), init_lr_range=bounds)
-
-
-def test_end_to_end_on_the_omniglot_sample(tmp_path, tiny_overrides) -> None:
-    overrides = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    done = metarun(*overrides, "algorithm=metasgd", "algorithm.meta_batch_size=2", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    (summary,) = (tmp_path / "outputs" / "runs").glob("*_metasgd-omniglot/summary.json")
-    result = json.loads(summary.read_text())
-    assert result["status"] == "complete" and 0 <= result["test"]["mean"] <= 100
