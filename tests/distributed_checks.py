@@ -1,5 +1,6 @@
-"""Run by ``tests/test_distributed.py`` under torchrun (2 processes, gloo on the CPU), not
-collected by pytest: every collective of the ``Runtime`` against values computed by hand."""
+"""Every collective of the ``Runtime`` against values computed by hand, for a world of two
+processes (gloo on the CPU): run under torchrun by ``tests/distributed_learners.py``, not
+collected by pytest."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import torch
 
 from metarun import distributed
 from metarun.errors import ConfigError
-from metarun.hardware import DistributedHardware
+from metarun.hardware import Runtime
 
 
 def refuse() -> None:
     raise ConfigError("resume", "no checkpoint there")
 
 
-def main() -> None:
-    runtime = DistributedHardware(device="cpu").setup()
+def check_collectives(runtime: Runtime) -> None:
     rank = runtime.rank
     assert runtime.world_size == 2 and runtime.is_main == (rank == 0)
 
@@ -54,9 +54,4 @@ def main() -> None:
     except RuntimeError as error:
         assert "weights differ between processes" in str(error)
 
-    distributed.shutdown()
     print(f"rank {rank}: collectives ok", flush=True)
-
-
-if __name__ == "__main__":
-    main()

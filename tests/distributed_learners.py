@@ -1,9 +1,10 @@
 """Run by ``tests/test_distributed.py`` under torchrun (2 processes, gloo on the CPU), not
-collected by pytest: every learner of ``every_learner.CASES`` (every algorithm YAML, with its
-default backbone and with ResNet-12's DropBlock) trained by the real ``Trainer`` for two
-meta-steps, each process computing its half of every meta-batch, then validated on fixed
-episodes that the processes share out. Rank 0 writes each learner's final state and validation
-score to ``<out>/<case>.pt``; the test trains the same cases in one process and compares."""
+collected by pytest: the ``Runtime``'s collectives (``distributed_checks``), then every learner of
+``every_learner.CASES`` (every algorithm YAML, with its default backbone and with ResNet-12's
+DropBlock) trained by the real ``Trainer`` for two meta-steps, each process computing its half of
+every meta-batch, then validated on fixed episodes that the processes share out. Rank 0 writes
+each learner's final state and validation score to ``<out>/<case>.pt``; the test trains the same
+cases in one process and compares."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from distributed_checks import check_collectives
 from every_learner import CASES, EVALUATION, TASK, SyntheticEpisodes, small_learner
 
 from metarun import distributed
@@ -59,6 +61,7 @@ def train(algorithm: str, backbone: str, runtime: Runtime, out: Path) -> dict[st
 
 def main(out: Path) -> None:
     runtime = DistributedHardware(device="cpu", threads=1).setup()
+    check_collectives(runtime)
     for algorithm, backbone in CASES:
         result = train(algorithm, backbone, runtime, out)
         if result is not None and runtime.is_main:

@@ -98,66 +98,60 @@ def assert_written_once(cwd: Path, run_dir: Path, out: str) -> None:
     assert out.count("test acc") == 1 and out.count("step 2/") == 1
 
 
-def test_two_processes_train_protonet_as_one(tmp_path, tiny_overrides, compose_config) -> None:
-    # SGD, because Adam turns float noise into full-size steps for parameters whose true
-    # gradient is zero (conv biases before BatchNorm), and ProtoNet's evaluation with running
-    # statistics, early in training, depends on them: with Adam the two runs' test accuracies
-    # can differ by one near-tied query although both runs compute the same meta-gradients.
-    overrides = tiny_run(tiny_overrides, "protonet", "optimizer=sgd", "optimizer.lr=0.05")
-    done = torchrun_metarun(*overrides, cwd=tmp_path / "ddp")
-    assert done.returncode == 0, done.stdout + done.stderr
-    run_dir = the_run_dir(tmp_path / "ddp")
-    single = single_process(compose_config, overrides, tmp_path / "single")
-    assert_same_results(run_dir, single)
-    assert_same_learner(run_dir, single)
-    assert_written_once(tmp_path / "ddp", run_dir, done.stdout)
-
-
 def test_two_processes_train_maml_as_one_across_a_resume(
     tmp_path, tiny_overrides, compose_config
 ) -> None:
-    """MAML, stopped after 2 of 4 steps and resumed from rank 0's checkpoint by both ranks."""
-    overrides = tiny_run(tiny_overrides, "maml")
+    """MAML through the command line, stopped after 2 of 4 steps and resumed from rank 0's
+    checkpoint by both ranks; rank 0 alone writes. (Every learner's training under two
+    processes: ``test_two_processes_train_every_learner_and_backbone_as_one``.) SGD, because
+    Adam turns float noise into full-size steps for parameters whose true gradient is zero (the
+    conv biases before BatchNorm), so the parameters of two correct runs would differ there."""
+    overrides = tiny_run(
+        tiny_overrides, "maml", "optimizer=sgd", "optimizer.lr=0.05", "scheduler=null"
+    )  # no cosine decay: its length would change with the resume's max_steps
     first = torchrun_metarun(*overrides, "trainer.max_steps=2", cwd=tmp_path / "ddp")
     assert first.returncode == 0, first.stdout + first.stderr
     run_dir = the_run_dir(tmp_path / "ddp")
+    assert_written_once(tmp_path / "ddp", run_dir, first.stdout)
     longer = torchrun_metarun(f"resume={run_dir}", "trainer.max_steps=4", cwd=tmp_path / "ddp")
     assert longer.returncode == 0, longer.stdout + longer.stderr
     assert "resuming with changed settings: trainer.max_steps 2 -> 4" in longer.stdout
     assert the_run_dir(tmp_path / "ddp") == run_dir
-    assert_same_results(run_dir, single_process(compose_config, overrides, tmp_path / "single"))
+    single = single_process(compose_config, overrides, tmp_path / "single")
+    assert_same_results(run_dir, single)
+    assert_same_learner(run_dir, single)
 
 
 def test_two_processes_train_every_learner_and_backbone_as_one(tmp_path) -> None:
     """Every algorithm YAML, also with ResNet-12's DropBlock: what two processes train (each its
-    half of every meta-batch, its own random draws included) is what one process trains."""
+    half of every meta-batch, its own random draws included) is what one process trains. The
+    same launch checks the runtime's collectives first."""
     out = tmp_path / "ddp"
-    done = launch([*TORCHRUN, str(HERE / "distributed_learners.py"), str(out)], tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+    out.mkdir()
+    script = [*TORCHRUN, str(HERE / "distributed_learners.py"), str(out)]
+    env = {**metarun_env(tmp_path), "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(script, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
     threads = torch.get_num_threads()
     runtime = Hardware(device="cpu", threads=1).setup()
-    try:
-        for algorithm, backbone in CASES:
-            name = case_name(algorithm, backbone)
-            expected = train(algorithm, backbone, runtime, tmp_path / "single")
-            if expected is None:  # refused the backbone, in both
-                assert not (out / f"{name}.pt").exists()
-                continue
-            got = torch.load(out / f"{name}.pt", weights_only=True)
-            assert got["val"] == pytest.approx(expected["val"], rel=1e-9, abs=1e-9), name
-            assert got["learner"].keys() == expected["learner"].keys()
-            for key, value in expected["learner"].items():
-                torch.testing.assert_close(
-                    got["learner"][key], value, rtol=1e-9, atol=1e-10, msg=f"{name}: {key}"
-                )
+    try:  # the one-process reference, while the two processes start and train
+        expected = {case: train(*case, runtime, tmp_path / "single") for case in CASES}
     finally:
         torch.set_num_threads(threads)
-
-
-def test_the_runtime_collectives_under_torchrun(tmp_path) -> None:
-    done = launch([*TORCHRUN, str(HERE / "distributed_checks.py")], tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "rank 0: collectives ok" in done.stdout and "rank 1: collectives ok" in done.stdout
+    stdout, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, stdout
+    assert "rank 0: collectives ok" in stdout and "rank 1: collectives ok" in stdout
+    for (algorithm, backbone), reference in expected.items():
+        name = case_name(algorithm, backbone)
+        if reference is None:  # refused the backbone, in both
+            assert not (out / f"{name}.pt").exists()
+            continue
+        got = torch.load(out / f"{name}.pt", weights_only=True)
+        assert got["val"] == pytest.approx(reference["val"], rel=1e-9, abs=1e-9), name
+        assert got["learner"].keys() == reference["learner"].keys()
+        for key, value in reference["learner"].items():
+            torch.testing.assert_close(
+                got["learner"][key], value, rtol=1e-9, atol=1e-10, msg=f"{name}: {key}"
+            )
 
 
 def test_torchrun_without_hardware_ddp_is_one_line(tmp_path, tiny_overrides) -> None:
