@@ -265,12 +265,21 @@ def autocast_in_training_step(runtime: Runtime, first_order: bool) -> bool:
         return meta_loss(batch)
 
     learner.meta_loss = spy
-    trainer = Trainer(
+    one_step_trainer(learner, runtime, OneBatch(synthetic_episodes(2, seed=0)))._train_step(1)
+    return seen == [True]
+
+
+def one_step_trainer(
+    learner: torch.nn.Module, runtime: Runtime, data: OneBatch, validation: bool = False
+) -> Trainer:
+    """The real trainer around ``learner`` for one step on ``data`` (and, with ``validation``,
+    two validation episodes of it); writes nothing, logs nothing, changes no parameter."""
+    return Trainer(
         learner=learner,
         optimizer=torch.optim.SGD(learner.parameters(), lr=0.0),
         scheduler=None,
-        sampler=OneBatch(synthetic_episodes(2, seed=0)),
-        val_episodes=None,
+        sampler=data,
+        val_episodes=FixedEpisodes(data, 2, seed=0) if validation else None,
         task=learner.task,
         runtime=runtime,
         generator=torch.Generator(),
@@ -282,8 +291,6 @@ def autocast_in_training_step(runtime: Runtime, first_order: bool) -> bool:
         eval_batch_size=2,
         run_state={},
     )
-    trainer._train_step(1)
-    return seen == [True]
 
 
 def test_auto_never_autocasts_second_order_and_bf16_forces_it_with_a_warning(caplog) -> None:
@@ -375,23 +382,7 @@ def layer_kernel_dtypes(runtime: Runtime, learner: torch.nn.Module) -> dict[str,
         if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
     }
     data = OneBatch(synthetic_episodes(2, seed=0))  # float32 on the CPU: the trainer moves it
-    trainer = Trainer(
-        learner=learner,
-        optimizer=torch.optim.SGD(learner.parameters(), lr=0.0),
-        scheduler=None,
-        sampler=data,
-        val_episodes=FixedEpisodes(data, 2, seed=0),
-        task=learner.task,
-        runtime=runtime,
-        generator=torch.Generator(),
-        seed=0,
-        checkpoints=None,
-        logger=None,
-        reporter=None,
-        config=TrainerConfig(max_steps=1, val_every=1),
-        eval_batch_size=2,
-        run_state={},
-    )
+    trainer = one_step_trainer(learner, runtime, data, validation=True)
     kernels = LayerKernels(layers)
     try:
         with kernels:
