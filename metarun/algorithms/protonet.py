@@ -31,13 +31,23 @@ from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import embed_episodes, use_episode_statistics
+from metarun.randomness import stream
+
+DISTANCES = ("squared", "euclidean")
+EMBEDDINGS = ("joint", "separate")
 
 
-def prototype_logits(support: Tensor, support_y: Tensor, query: Tensor, ways: int) -> Tensor:
-    """Negative squared distances from queries ``[B, M, D]`` to the class means of support
-    embeddings ``[B, S, D]`` with labels ``[B, S]`` in ``0..ways-1``; returns ``[B, M, ways]``."""
+def prototype_logits(
+    support: Tensor, support_y: Tensor, query: Tensor, ways: int, distance: str = "squared"
+) -> Tensor:
+    """Negative distances from queries ``[B, M, D]`` to the class means of support embeddings
+    ``[B, S, D]`` with labels ``[B, S]`` in ``0..ways-1``; returns ``[B, M, ways]``.
+    ``squared``: the paper's squared Euclidean distance; ``euclidean``: the plain one
+    (``torch.cdist``, as easyfsl scores)."""
     one_hot = F.one_hot(support_y, ways).to(support.dtype)  # [B, S, N]
     prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)  # [B, N, D]
+    if distance == "euclidean":
+        return -torch.cdist(query, prototypes)
     return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)
 
 
@@ -53,6 +63,8 @@ class ProtoNet(nn.Module):
         meta_batch_size: int = 1,
         train_ways: int | None = 60,
         train_queries: int | None = 5,
+        distance: str = "squared",
+        embedding: str = "joint",
     ) -> None:
         super().__init__()
         require_classification(task, "protonet")
@@ -60,21 +72,35 @@ class ProtoNet(nn.Module):
             raise ConfigError(
                 "algorithm.meta_batch_size", f"must be at least 1, got {meta_batch_size}"
             )
+        for key, value, choices in (
+            ("distance", distance, DISTANCES),
+            ("embedding", embedding, EMBEDDINGS),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    f"algorithm.{key}", f"must be one of {', '.join(choices)}, got {value!r}"
+                )
         self.task = task
         self.encoder = use_episode_statistics(model(task.input_shape, None))
         self.meta_batch_size = meta_batch_size
         self.train_ways = train_ways
         self.train_queries = train_queries
+        self.distance = distance
+        self.embedding = embedding
 
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
         return evaluation.replace(ways=self.train_ways, queries=self.train_queries)
 
     def _logits(self, batch: EpisodeBatch) -> Tensor:
-        s = batch.support_y.shape[1]
-        embeddings = embed_episodes(
-            self.encoder, torch.cat([batch.support_x, batch.query_x], dim=1), batch.keys
-        )
-        return prototype_logits(embeddings[:, :s], batch.support_y, embeddings[:, s:], batch.ways)
+        if self.embedding == "separate":  # two passes: each set its own BatchNorm statistics
+            support = embed_episodes(self.encoder, batch.support_x, stream(batch.keys, "support"))
+            query = embed_episodes(self.encoder, batch.query_x, stream(batch.keys, "query"))
+        else:
+            s = batch.support_y.shape[1]
+            images = torch.cat([batch.support_x, batch.query_x], dim=1)
+            embeddings = embed_episodes(self.encoder, images, batch.keys)
+            support, query = embeddings[:, :s], embeddings[:, s:]
+        return prototype_logits(support, batch.support_y, query, batch.ways, self.distance)
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self._logits(batch)
@@ -92,6 +118,6 @@ class ProtoNet(nn.Module):
 
         def classify(query_x: Tensor) -> Tensor:
             query = self.encoder(query_x).unsqueeze(0)
-            return prototype_logits(support, labels, query, ways)[0]
+            return prototype_logits(support, labels, query, ways, self.distance)[0]
 
         return classify

@@ -3,6 +3,7 @@ query embedding to the class means of the support embeddings."""
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import pytest
@@ -142,3 +143,68 @@ def test_paper_training_episodes_are_60_way_with_5_queries() -> None:
 def test_regression_tasks_are_refused_with_the_key() -> None:
     with pytest.raises(ConfigError, match="algorithm: protonet classifies"):
         ProtoNet(partial(Conv4), TaskSpec("regression", (1,), 1))
+
+
+def test_the_plain_euclidean_distance_is_the_square_root_of_the_squared_one() -> None:
+    """``algorithm.distance=euclidean``: easyfsl's ``-torch.cdist``, on the hand-made episode
+    above: distances 1, sqrt(5), sqrt(10), 0, 2, sqrt(18)."""
+    learner = ProtoNet(identity_encoder, TaskSpec("classification", (2,), 2), distance="euclidean")
+    support_x = torch.tensor([[[0.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 4.0]]])
+    query_x = torch.tensor([[[1.0, 1.0], [0.0, 3.0], [3.0, 0.0]]])
+    batch = EpisodeBatch(support_x, torch.tensor([[0, 1, 0, 1]]), query_x, torch.zeros(1, 3), 2)
+    expected = -torch.tensor([[[1.0, 5.0], [10.0, 0.0], [4.0, 18.0]]]).sqrt()
+    torch.testing.assert_close(learner.predict(batch), expected)
+
+
+def conv_protonet(embedding: str) -> ProtoNet:
+    torch.manual_seed(0)
+    task = TaskSpec("classification", (1, 16, 16), 3)
+    return ProtoNet(partial(Conv4, hidden_channels=4), task, embedding=embedding).double()
+
+
+@pytest.mark.parametrize("embedding", ["joint", "separate"])
+def test_the_embedding_key_says_which_images_share_batchnorm_statistics(embedding: str) -> None:
+    """``joint``: support and queries in one training pass (the authors' code), so BatchNorm
+    normalises them together, one running update per episode; ``separate`` (easyfsl's): two
+    passes, each set with its own statistics, two running updates. Against a copy of the
+    encoder called on exactly those images (outside ``one_running_update`` its BatchNorm is
+    PyTorch's, in training mode)."""
+    learner = conv_protonet(embedding)
+    reference = copy.deepcopy(learner.encoder)
+    g = torch.Generator().manual_seed(1)
+    support = torch.rand(1, 6, 1, 16, 16, generator=g, dtype=torch.float64)
+    query = torch.rand(1, 6, 1, 16, 16, generator=g, dtype=torch.float64)
+    labels = torch.arange(3).repeat_interleave(2)[None]
+    batch = EpisodeBatch(support, labels, query, labels, ways=3)
+    logits = learner._logits(batch)
+    if embedding == "joint":
+        both = reference(torch.cat([support[0], query[0]]))
+        s, q = both[:6], both[6:]
+    else:
+        s, q = reference(support[0]), reference(query[0])
+    torch.testing.assert_close(logits[0], prototype_logits(s[None], labels, q[None], 3)[0])
+    # Running statistics: one momentum update per pass.
+    norms = (m for m in learner.encoder.modules() if isinstance(m, nn.modules.batchnorm._NormBase))
+    first = next(norms)
+    tracked = int(first.num_batches_tracked)
+    assert tracked == (1 if embedding == "joint" else 2)
+
+
+def test_the_two_embeddings_differ_in_training_and_agree_in_evaluation() -> None:
+    """Guards the test above (the key changes what is computed) and shows that evaluation, on
+    running statistics, does not depend on it."""
+    g = torch.Generator().manual_seed(2)
+    support = torch.rand(2, 6, 1, 16, 16, generator=g, dtype=torch.float64)
+    query = torch.rand(2, 6, 1, 16, 16, generator=g, dtype=torch.float64)
+    labels = torch.arange(3).repeat_interleave(2).expand(2, -1)
+    batch = EpisodeBatch(support, labels, query, labels, ways=3)
+    joint, separate = conv_protonet("joint"), conv_protonet("separate")
+    assert (joint._logits(batch) - separate._logits(batch)).abs().max() > 1e-3
+    joint, separate = conv_protonet("joint").eval(), conv_protonet("separate").eval()
+    torch.testing.assert_close(joint.predict(batch), separate.predict(batch))
+
+
+@pytest.mark.parametrize(("key", "value"), [("distance", "cosine"), ("embedding", "twice")])
+def test_bad_distance_or_embedding_names_its_key(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"algorithm.{key}"):
+        ProtoNet(identity_encoder, TaskSpec("classification", (2,), 2), **{key: value})
