@@ -31,8 +31,10 @@ Run from the repository root::
 
     PYTHONPATH=/tmp/easyfsl python scripts/protonet_vs_easyfsl.py --root ../shared/data/omniglot
 
-It prints, per arm, the training time and the within-alphabet 20-way error with its 95% CI, and
-each arm's paired difference from ``metarun`` on the same test episodes.
+It prints, per arm, the training throughput (episodes per second of training steps, validation
+excluded; compare arms only from a run with ``--jobs 1``, where nothing else shares the CPU) and
+the within-alphabet 20-way error with its 95% CI, and each arm's paired difference from
+``metarun`` on the same test episodes.
 """
 
 from __future__ import annotations
@@ -133,13 +135,19 @@ def run_metarun(arm: str, args: argparse.Namespace, out: Path) -> dict:
     run_dir = out / arm
     started = time.perf_counter()
     run(compose(overrides(arm, args.root, args.episodes, args.cache)), RunContext(run_dir, arm))
-    seconds = json.loads((run_dir / "summary.json").read_text())["train_seconds"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    seconds, rate = summary["train_seconds"], summary["episodes_per_s"]
     wall = time.perf_counter() - started
     results = {}
     for name in ("best", "last"):
         scores = scores_through_the_api(run_dir / "checkpoints" / f"{name}.pt", args.test_episodes)
         results[name] = scores.tolist()
-    return {"train_seconds": seconds, "wall_seconds": wall, "scores": results}
+    return {
+        "train_seconds": seconds,
+        "episodes_per_s": rate,
+        "wall_seconds": wall,
+        "scores": results,
+    }
 
 
 def run_easyfsl(args: argparse.Namespace) -> dict:
@@ -179,7 +187,12 @@ def run_easyfsl(args: argparse.Namespace) -> dict:
             predicted = model(episode.query_x).argmax(-1)
             scores.append((predicted == episode.query_y).double().mean() * 100)
     last = torch.stack(scores).tolist()
-    return {"train_seconds": seconds, "wall_seconds": seconds, "scores": {"last": last}}
+    return {
+        "train_seconds": seconds,
+        "episodes_per_s": args.episodes / seconds,
+        "wall_seconds": seconds,
+        "scores": {"last": last},
+    }
 
 
 def child(args: argparse.Namespace) -> None:
@@ -225,12 +238,12 @@ def report(results: dict[str, dict], arms: list[str]) -> None:
         return torch.tensor(result["scores"][which])
 
     reference = scores("metarun") if "metarun" in results else None
-    print(f"{'arm':18} {'train s':>8} {'20-way error %':>16} {'minus metarun':>18}")
+    print(f"{'arm':18} {'episodes/s':>10} {'20-way error %':>16} {'minus metarun':>18}")
     for arm in arms:
         accuracy = scores(arm)
         error, ci = mean_ci(100 - accuracy)
-        seconds = results[RUN_OF.get(arm, arm)]["train_seconds"]
-        line = f"{arm:18} {seconds:8.0f} {error:9.1f} ± {ci:4.1f}"
+        rate = results[RUN_OF.get(arm, arm)]["episodes_per_s"]
+        line = f"{arm:18} {rate:10.2f} {error:9.1f} ± {ci:4.1f}"
         if reference is not None and arm != "metarun":
             difference, difference_ci = mean_ci(reference - accuracy)
             line += f" {difference:+13.1f} ± {difference_ci:.1f}"
