@@ -54,14 +54,10 @@ def hash32(x: Tensor) -> Tensor:
     return x ^ (x >> 16)
 
 
-def as_key(value: int | Tensor, device: torch.device | str | None = None) -> Tensor:
-    """A key tensor from an int (any size: both 32-bit halves are mixed in) or a key tensor."""
-    if isinstance(value, Tensor):
-        return value.to(dtype=torch.int64, device=device)
-    value = int(value)
+def as_key(value: int) -> Tensor:
+    """A key tensor from an int of any size (both 32-bit halves are mixed in)."""
     low, high = value & MASK32, (value >> 32) & MASK32
-    key = hash32(torch.tensor(low, dtype=torch.int64) ^ hash32(torch.tensor(high + 0x9E3779B9)))
-    return key.to(device) if device is not None else key
+    return hash32(torch.tensor(low, dtype=torch.int64) ^ hash32(torch.tensor(high + 0x9E3779B9)))
 
 
 def fold(key: Tensor, data: int | Tensor) -> Tensor:
@@ -171,6 +167,14 @@ def noise_for(module: nn.Module, key: Tensor | None) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
+def keys_for(module: nn.Module, keys: Tensor | None, name: str) -> Tensor | None:
+    """The ``name`` stream of a meta-batch's keys when ``module`` draws in training, else None:
+    decided once for a loop over the batch's episodes, each then ``drawing_from(keys[i])``."""
+    if keys is None or not module.training or not needs_noise(module):
+        return None
+    return stream(keys, name)
+
+
 __all__ = [
     "EVALUATION_KEY",
     "Draws",
@@ -181,6 +185,7 @@ __all__ = [
     "drawing_from",
     "fold",
     "hash32",
+    "keys_for",
     "needs_noise",
     "noise_for",
     "normal",

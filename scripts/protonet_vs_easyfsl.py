@@ -133,11 +133,9 @@ def run_metarun(arm: str, args: argparse.Namespace, out: Path) -> dict:
     from metarun.run import RunContext, run
 
     run_dir = out / arm
-    started = time.perf_counter()
     run(compose(overrides(arm, args.root, args.episodes, args.cache)), RunContext(run_dir, arm))
     summary = json.loads((run_dir / "summary.json").read_text())
     seconds, rate = summary["train_seconds"], summary["episodes_per_s"]
-    wall = time.perf_counter() - started
     results = {}
     for name in ("best", "last"):
         scores = scores_through_the_api(run_dir / "checkpoints" / f"{name}.pt", args.test_episodes)
@@ -145,7 +143,6 @@ def run_metarun(arm: str, args: argparse.Namespace, out: Path) -> dict:
     return {
         "train_seconds": seconds,
         "episodes_per_s": rate,
-        "wall_seconds": wall,
         "scores": results,
     }
 
@@ -190,7 +187,6 @@ def run_easyfsl(args: argparse.Namespace) -> dict:
     return {
         "train_seconds": seconds,
         "episodes_per_s": args.episodes / seconds,
-        "wall_seconds": seconds,
         "scores": {"last": last},
     }
 
@@ -226,12 +222,9 @@ def launch(arm: str, args: argparse.Namespace, out: Path) -> dict:
     return json.loads((out / f"{arm}.json").read_text())
 
 
-def mean_ci(values: torch.Tensor) -> tuple[float, float]:
-    values = values.double()
-    return values.mean().item(), 1.96 * values.std().item() / len(values) ** 0.5
-
-
 def report(results: dict[str, dict], arms: list[str]) -> None:
+    from metarun.training.evaluate import mean_and_ci95
+
     def scores(arm: str) -> torch.Tensor:
         result = results[RUN_OF.get(arm, arm)]
         which = "last" if arm in LAST_CHECKPOINT or arm == "easyfsl" else "best"
@@ -241,11 +234,11 @@ def report(results: dict[str, dict], arms: list[str]) -> None:
     print(f"{'arm':18} {'episodes/s':>10} {'20-way error %':>16} {'minus metarun':>18}")
     for arm in arms:
         accuracy = scores(arm)
-        error, ci = mean_ci(100 - accuracy)
+        error, ci = mean_and_ci95(100 - accuracy)
         rate = results[RUN_OF.get(arm, arm)]["episodes_per_s"]
         line = f"{arm:18} {rate:10.2f} {error:9.1f} ± {ci:4.1f}"
         if reference is not None and arm != "metarun":
-            difference, difference_ci = mean_ci(reference - accuracy)
+            difference, difference_ci = mean_and_ci95(reference - accuracy)
             line += f" {difference:+13.1f} ± {difference_ci:.1f}"
         print(line)
 

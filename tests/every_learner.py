@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from hydra import compose, initialize_config_dir
 from learner_helpers import image_batch
+from omegaconf import DictConfig
 
 from metarun.algorithms.base import ClassSupervised
 from metarun.cli import CONFIG_DIR, options
@@ -55,21 +56,33 @@ def small_learner(algorithm: str, backbone: str) -> torch.nn.Module | None:
     refuses the backbone in one line naming ``model`` (Relation Networks compare feature maps,
     which ResNet-12 does not return)."""
     dataset = [f"dataset.{k}={getattr(EVALUATION, k)}" for k in ("ways", "shots", "queries")]
-    overrides = [f"algorithm={algorithm}", *dataset, *BACKBONES[backbone]]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    for key, value in SMALL.items():
-        if key in cfg.algorithm:
-            cfg.algorithm[key] = value
-    torch.manual_seed(0)
+    cfg = small_config([f"algorithm={algorithm}", *dataset, *BACKBONES[backbone]], SMALL)
     try:
-        learner = build(cfg, "algorithm", model=build(cfg, "model"), task=TASK)
+        learner = build_learner(cfg, TASK, TRAINING_CLASSES)
     except ConfigError as error:
         assert backbone != "default" and error.key == "model", error
         return None
-    if isinstance(learner, ClassSupervised):
-        learner.set_training_classes(TRAINING_CLASSES)
     return learner.double()
+
+
+def small_config(overrides: list[str], settings: dict) -> DictConfig:
+    """The shipped config with ``overrides``, and each of ``settings`` applied where the
+    algorithm's YAML has that key (the others are left as configured)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    for key, value in settings.items():
+        if key in cfg.algorithm:
+            cfg.algorithm[key] = value
+    return cfg
+
+
+def build_learner(cfg: DictConfig, task: TaskSpec, training_classes: int) -> torch.nn.Module:
+    """The learner ``cfg`` describes for ``task``, from seed 0 as ``run.py`` builds it."""
+    torch.manual_seed(0)
+    learner = build(cfg, "algorithm", model=build(cfg, "model"), task=task)
+    if isinstance(learner, ClassSupervised):
+        learner.set_training_classes(training_classes)
+    return learner
 
 
 def shape(spec: EpisodeSpec) -> tuple[int, int, int]:

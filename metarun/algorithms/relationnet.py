@@ -52,7 +52,7 @@ from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import one_running_update, use_episode_statistics
 from metarun.models.conv4 import conv_block
-from metarun.randomness import noise_for, stream
+from metarun.randomness import drawing_from, keys_for
 
 
 class RelationModule(nn.Module):
@@ -199,11 +199,11 @@ class RelationNet(nn.Module):
         statistics; in eval (running statistics), one pass for the whole batch."""
         if not self.training:
             return self._episode_scores(batch)
-        keys = None if batch.keys is None else stream(batch.keys, "encoder")
+        keys = keys_for(self.encoder, batch.keys, "encoder")
         scores = []
         with one_running_update(self):
             for i in range(len(batch)):
-                with noise_for(self.encoder, None if keys is None else keys[i]):
+                with drawing_from(None if keys is None else keys[i]):
                     scores.append(self._episode_scores(batch.select(slice(i, i + 1))))
         return torch.cat(scores)
 

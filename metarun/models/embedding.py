@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from metarun.models.episode_norm import one_running_update
-from metarun.randomness import noise_for, stream
+from metarun.randomness import drawing_from, keys_for
 
 
 def embed_episodes(encoder: nn.Module, images: Tensor, keys: Tensor | None = None) -> Tensor:
@@ -23,12 +23,11 @@ def embed_episodes(encoder: nn.Module, images: Tensor, keys: Tensor | None = Non
     ``[B]``, ``EpisodeBatch.keys``)."""
     if not encoder.training:
         return encoder(images.flatten(0, 1)).reshape(*images.shape[:2], -1)
-    if keys is not None:
-        keys = stream(keys, "encoder")
+    keys = keys_for(encoder, keys, "encoder")
     with one_running_update(encoder):
         embeddings = []
         for i, episode in enumerate(images):
-            with noise_for(encoder, None if keys is None else keys[i]):
+            with drawing_from(None if keys is None else keys[i]):
                 embeddings.append(encoder(episode).flatten(1))
         return torch.stack(embeddings)
 

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from every_learner import build_learner, small_config
 from torch import Tensor
 
-from metarun.algorithms.base import ClassSupervised
-from metarun.cli import CONFIG_DIR, options
+from metarun.cli import options
 from metarun.data.episodes import ClassImages, EpisodeSampler, EpisodeSpec, FixedEpisodes
 from metarun.data.task import TaskSpec
 from metarun.hardware import Hardware
@@ -121,21 +120,12 @@ def small_learner(algorithm: str, updates: int):
         f"trainer.max_steps={updates}",  # what a schedule (Reptile's annealing) spans
         *optimiser,
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    settings = {**SMALL, **CHECK_SETTINGS.get(algorithm, {})}
-    for key, value in settings.items():
-        if key in cfg.algorithm:
-            cfg.algorithm[key] = value
+    cfg = small_config(overrides, {**SMALL, **CHECK_SETTINGS.get(algorithm, {})})
     if algorithm != "reptile":
         cfg.scheduler = None  # Adam at a constant rate (some YAMLs set a schedule of theirs)
     if "lslr" in cfg.algorithm:  # MAML++ learns a rate per training step only
         cfg.algorithm.test_inner_steps = cfg.algorithm.inner_steps
-    torch.manual_seed(0)
-    learner = build(cfg, "algorithm", model=build(cfg, "model"), task=TASK)
-    if isinstance(learner, ClassSupervised):
-        learner.set_training_classes(TRAIN.num_classes)
-    return cfg, learner
+    return cfg, build_learner(cfg, TASK, TRAIN.num_classes)
 
 
 def episode_scores(learner, episodes: FixedEpisodes) -> Tensor:
