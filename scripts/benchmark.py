@@ -4,11 +4,16 @@ What is measured, one row per case, each row one "meta-step": ``meta_loss`` (or 
 ``backward()``, gradients zeroed outside the timer, no optimiser step, fp32, no autocast.
 
 * MAML, 5-way 1-shot Omniglot-shaped tasks (support and query ``[32, 5, 1, 28, 28]``, one query
-  per class as MAML trains), meta-batch 32, 1 and 5 inner steps, second order (and first order):
+  per class as MAML trains), meta-batch 32, 1 and 5 inner steps, second order (and first order),
+  on two networks: ``strided``, the authors' Omniglot Conv-4 (``cbfinn/maml``: stride-2
+  convolutions, the 2x2 map averaged, BatchNorm offsets meta-learned outside the inner loop;
+  what ``metarun algorithm=maml dataset=omniglot`` trains), and ``maxpool``, Conv-4 with 2x2
+  max-pools (about 3.7x its multiply-adds per image):
   - ``loop``: the learn2learn-style baseline. For each task in a Python loop, adapt with
     ``torch.autograd.grad(create_graph=not first_order)`` and ``functional_call``, then
     ``backward()`` the query loss divided by the meta-batch size. It runs on ``maml.model``, the
-    very network (with ``BatchStatsNorm``) that the package's MAML uses.
+    very network (with ``BatchStatsNorm``) that the package's MAML uses, and adapts the same
+    weights (``maml.inner_parameters()``).
   - ``vmap``: ``MAML.meta_loss(batch)`` and ``backward()``, the package implementation, with
     ``chunk_size`` None and a few chunk sizes, and once with the learner in channels-last
     memory format (``hardware.channels_last: auto`` keeps MAML contiguous; this row shows why).
@@ -93,6 +98,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -115,6 +121,15 @@ IMAGE_SHAPE = (1, 28, 28)
 MAML_WAYS, MAML_SHOTS, MAML_QUERIES, MAML_TASKS = 5, 1, 1, 32
 PROTO_WAYS, PROTO_SHOTS, PROTO_QUERIES, PROTO_EPISODES = 20, 1, 5, 8
 CHUNK_SIZES = (4, 8, 16)
+# MAML's own Omniglot network (configs/network/maml_omniglot_conv4.yaml; metarun/models/conv4.py)
+AUTHORS_OMNIGLOT_NETWORK = {
+    "downsample": "stride",
+    "readout": "mean",
+    "norm_scale": False,
+    "norm_eps": 1e-3,
+    "init": "glorot",
+    "head_init": "normal",
+}
 FP64_TASKS = 8  # tasks in the float64 re-run of each MAML case (see ``float64_gradients``)
 # Two correct implementations of one meta-gradient differ in float64 by reduction order only:
 # about 1e-15 of the largest gradient entry. Beyond this share of it, they disagree.
@@ -132,6 +147,7 @@ class Case:
     first_order: bool = False
     chunk_size: int | None = None
     channels_last: bool | None = None  # None: the package default (``hardware.channels_last``)
+    network: str = "strided"  # MAML: "strided" (the authors' Omniglot network) or "maxpool"
 
     @property
     def group(self) -> str:
@@ -139,7 +155,7 @@ class Case:
         if self.algorithm == "protonet":
             return f"ProtoNet {PROTO_WAYS}-way {PROTO_SHOTS}-shot"
         order = "first-order" if self.first_order else "second-order"
-        return f"MAML {self.inner_steps}-step {order}"
+        return f"MAML {self.network} {self.inner_steps}-step {order}"
 
     @property
     def label(self) -> str:
@@ -161,6 +177,8 @@ def cases(quick: bool) -> list[Case]:
         return [
             Case("maml", "loop"),
             Case("maml", "vmap"),
+            Case("maml", "loop", network="maxpool"),
+            Case("maml", "vmap", network="maxpool"),
             Case("protonet", "loop"),
             Case("protonet", "batched"),
         ]
@@ -171,6 +189,8 @@ def cases(quick: bool) -> list[Case]:
         rows.append(Case("maml", "vmap", steps, channels_last=True))
     for steps in (1, 5):
         rows += [Case("maml", v, steps, first_order=True) for v in ("loop", "vmap")]
+    for steps, first_order in ((1, False), (5, False), (1, True), (5, True)):
+        rows += [Case("maml", v, steps, first_order, network="maxpool") for v in ("loop", "vmap")]
     rows += [
         Case("protonet", "loop"),
         Case("protonet", "loop", channels_last=True),
@@ -220,9 +240,11 @@ def build_learner(case: Case, device: str) -> nn.Module:
     torch.manual_seed(0)
     if case.algorithm == "maml":
         task = TaskSpec("classification", IMAGE_SHAPE, MAML_WAYS)
+        strided = case.network == "strided"
         learner: nn.Module = MAML(
-            Conv4,
+            partial(Conv4, **(AUTHORS_OMNIGLOT_NETWORK if strided else {})),
             task,
+            adapt_norm=not strided,  # the authors' code adapts no BatchNorm weights
             inner_steps=case.inner_steps,
             first_order=case.first_order,
             meta_batch_size=MAML_TASKS,
@@ -243,8 +265,10 @@ def build_learner(case: Case, device: str) -> nn.Module:
 
 
 def maml_loop_step(maml: MAML, batch: EpisodeBatch) -> None:
-    """learn2learn-style MAML: one task at a time, gradients accumulated by ``backward()``."""
-    params = dict(maml.model.named_parameters())
+    """learn2learn-style MAML: one task at a time, gradients accumulated by ``backward()``;
+    it adapts the weights the learner's inner loop adapts (all but BatchNorm's for the authors'
+    network), the others used as they are."""
+    params = maml.inner_parameters()
     tasks = len(batch)
     for t in range(tasks):
         fast = params
@@ -588,7 +612,11 @@ def print_header(device: torch.device, threads: int, repeats: int, memory_method
     print_device(device, threads)
     print(
         f"MAML: {MAML_WAYS}-way {MAML_SHOTS}-shot {MAML_QUERIES}-query, meta-batch "
-        f"{MAML_TASKS}, inner_lr 0.4: {shapes(maml_episodes('cpu'))}"
+        f"{MAML_TASKS}, inner_lr 2.0 (on the mean loss): {shapes(maml_episodes('cpu'))}"
+    )
+    print(
+        "MAML networks: strided = the authors' Omniglot Conv-4 (stride-2 convolutions, spatial "
+        "mean, BatchNorm offsets outside the inner loop); maxpool = Conv-4 with 2x2 max-pools"
     )
     print(
         f"ProtoNet: {PROTO_WAYS}-way {PROTO_SHOTS}-shot {PROTO_QUERIES}-query, meta-batch "

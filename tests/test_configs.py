@@ -16,7 +16,7 @@ ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
 
 def test_every_group_has_options_and_they_are_listed_here() -> None:
     on_disk = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
-    assert on_disk == set(GROUPS) | {"hydra", "paper"}
+    assert on_disk == set(GROUPS) | {"hydra", "paper", "network"}
     assert all(options(group) for group in GROUPS)
 
 
@@ -50,7 +50,7 @@ def test_the_paper_settings_follow_the_algorithm_and_data_set(compose_config) ->
     sinusoid = compose_config(["dataset=sinusoid"])
     assert sinusoid.algorithm.inner_lr == 0.01 and sinusoid.trainer.max_steps == 70000
     omniglot = compose_config([])
-    assert omniglot.algorithm.inner_lr == 0.4 and omniglot.algorithm.meta_batch_size == 32
+    assert omniglot.algorithm.inner_lr == 2.0 and omniglot.algorithm.meta_batch_size == 32
     assert omniglot.dataset.ways == 5 and omniglot.algorithm.train_queries == 1
     protonet = compose_config(["algorithm=protonet"])
     assert protonet.scheduler.step_size == 2000 and protonet.algorithm.train_ways == 60

@@ -42,7 +42,12 @@ from metarun.algorithms.base import ModelFactory
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec, batched_loss
 from metarun.errors import ConfigError
-from metarun.models.norm import BATCH_NORM_MODES, StepIndexed, apply_batch_norm
+from metarun.models.norm import (
+    BATCH_NORM_MODES,
+    NORMALISATION_LAYERS,
+    StepIndexed,
+    apply_batch_norm,
+)
 from metarun.randomness import fold, noise_for, stream
 
 Params = dict[str, Tensor]
@@ -140,7 +145,10 @@ class GradientLearner(nn.Module):
         chunk_size: int | None = None,
         batch_norm: str = "transductive",
         checkpoint_steps: bool = False,
+        adapt_norm: bool = True,
     ) -> None:
+        """``adapt_norm=False`` keeps the normalisation layers' affine weights out of the inner
+        loop (meta-learned in the outer loop only), as MAML's and MAML++'s code does."""
         super().__init__()
         check_at_least("inner_steps", inner_steps, 1)
         check_at_least("test_inner_steps", test_inner_steps, 0)
@@ -161,6 +169,7 @@ class GradientLearner(nn.Module):
         self.chunk_size = chunk_size
         self.batch_norm = batch_norm
         self.checkpoint_steps = checkpoint_steps
+        self.adapt_norm = adapt_norm
         if batch_norm == "per_step" and test_inner_steps > inner_steps:
             raise ConfigError(
                 "algorithm.test_inner_steps",
@@ -180,12 +189,14 @@ class GradientLearner(nn.Module):
 
     def inner_parameters(self) -> Params:
         """The weights the inner loop adapts: every trainable weight of the model except those
-        of step-indexed layers (per-step BatchNorm), which are meta-learned per step instead.
-        The rest stay in the module and are used as they are."""
+        of step-indexed layers (per-step BatchNorm), which are meta-learned per step instead,
+        and, with ``adapt_norm=False``, those of normalisation layers. The rest stay in the
+        module and are used as they are."""
+        outer_only = StepIndexed if self.adapt_norm else (StepIndexed, *NORMALISATION_LAYERS)
         fixed = {
             f"{prefix}.{name}" if prefix else name
             for prefix, module in self.model.named_modules()
-            if isinstance(module, StepIndexed)
+            if isinstance(module, outer_only)
             for name, _ in module.named_parameters(recurse=False)
         }
         return {
@@ -282,9 +293,13 @@ class GradientLearner(nn.Module):
         step: int,
         first_order: bool,
         keys: Tensor | None = None,
+        shared: bool = False,
     ) -> tuple[Params, State]:
+        """One inner step of every task. ``shared``: ``params`` are the meta-parameters
+        themselves, the same for every task (the first step), so vmap runs the support pass as
+        one dense batch rather than a grouped convolution per task."""
         one_task = self._with_noise(partial(self._task_step, step=step, first_order=first_order))
-        lifted = self._vmap(one_task, (0, 0, 0, 0, key_dim(keys)))
+        lifted = self._vmap(one_task, (None if shared else 0, 0, 0, 0, key_dim(keys)))
         step_keys = None if keys is None else fold(keys, step)
 
         def tasks(params: Params, x: Tensor, y: Tensor, state: State) -> tuple:
@@ -310,12 +325,16 @@ class GradientLearner(nn.Module):
         taken; 0 when no step is taken). ``keys`` ``[tasks]``: the tasks' random keys, for a
         network that draws in training (``EpisodeBatch.keys``)."""
         tasks = support_x.shape[0]
-        params = {n: p.expand(tasks, *p.shape) for n, p in self.inner_parameters().items()}
-        state = self.rule.init_state(params)
-        trajectory = [(0, params)] if steps == 0 else []
+        meta_params = self.inner_parameters()
+        expanded = {n: p.expand(tasks, *p.shape) for n, p in meta_params.items()}
+        state = self.rule.init_state(expanded)
+        trajectory = [(0, expanded)] if steps == 0 else []
         keys = stream(keys, "inner steps")
+        params = meta_params
         for step in range(steps):
-            params, state = self._step(params, support_x, support_y, state, step, first_order, keys)
+            params, state = self._step(
+                params, support_x, support_y, state, step, first_order, keys, shared=step == 0
+            )
             trajectory.append((step, params))
         return trajectory
 

@@ -64,6 +64,25 @@ from metarun.models.lru_memory import LRUAMemoryCell, LRUAState
 from metarun.randomness import permutation, stream
 
 ENCODERS = ("pixels", "model")
+PROTOCOLS = ("episodic", "stream")
+SIGHTS = (1, 2, 3, 4, 5, 10)  # the instances the paper's Table 1 reports
+
+
+def sight_numbers(labels: Tensor, ways: int) -> Tensor:
+    """For a stream's labels ``[B, T]``, which presentation of its class each step is: 1 for
+    the first time a class appears, 2 for the second, and so on."""
+    one_hot = F.one_hot(labels, ways)
+    return (one_hot.cumsum(1) * one_hot).sum(-1)
+
+
+def accuracy_by_sight(logits: Tensor, labels: Tensor, instances: int) -> Tensor:
+    """Per episode, the accuracy at each presentation ``[B, instances]``: column ``k - 1`` is
+    the share of the episode's classes predicted right at their ``k``-th presentation (the
+    paper's "instance" accuracy; every class appears ``instances`` times in a stream)."""
+    correct = (logits.argmax(-1) == labels).to(logits.dtype)
+    sights = sight_numbers(labels, logits.shape[-1])
+    by_sight = F.one_hot(sights - 1, instances).to(logits.dtype)  # [B, T, instances]
+    return (correct.unsqueeze(-1) * by_sight).sum(1) / by_sight.sum(1).clamp_min(1)
 
 
 def label_offset_inputs(features: Tensor, labels: Tensor, ways: int) -> Tensor:
@@ -75,7 +94,13 @@ def label_offset_inputs(features: Tensor, labels: Tensor, ways: int) -> Tensor:
 
 
 def check_settings(
-    meta_batch_size: int, sizes: dict[str, int], usage_decay: float, encoder: str
+    meta_batch_size: int,
+    sizes: dict[str, int],
+    usage_decay: float,
+    encoder: str,
+    protocol: str = "episodic",
+    stream_instances: int = 10,
+    key_strength: float | None = None,
 ) -> None:
     """One-line ``ConfigError``s for settings that cannot work."""
     if meta_batch_size < 1:
@@ -95,6 +120,16 @@ def check_settings(
         raise ConfigError(
             "algorithm.encoder", f"must be one of {', '.join(ENCODERS)}, got {encoder!r}"
         )
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            "algorithm.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"
+        )
+    if stream_instances < 2:
+        raise ConfigError(
+            "algorithm.stream_instances", f"must be at least 2, got {stream_instances}"
+        )
+    if key_strength is not None and not key_strength > 0:
+        raise ConfigError("algorithm.key_strength", f"must be null or positive, got {key_strength}")
 
 
 class MANN(nn.Module):
@@ -118,7 +153,13 @@ class MANN(nn.Module):
         order_seed: int = 0,
         train_shots: int | None = None,
         train_queries: int | None = None,
+        protocol: str = "episodic",
+        stream_instances: int = 10,
+        key_strength: float | None = None,
     ) -> None:
+        """``protocol``: what training episodes are (module docstring); ``stream_instances``:
+        presentations of each class in a ``stream`` episode; ``key_strength``: beta of the read
+        weights' softmax (null: the paper's, none)."""
         super().__init__()
         require_classification(task, "mann")
         sizes = {
@@ -127,7 +168,11 @@ class MANN(nn.Module):
             "controller_size": controller_size,
             "read_heads": read_heads,
         }
-        check_settings(meta_batch_size, sizes, usage_decay, encoder)
+        check_settings(
+            meta_batch_size, sizes, usage_decay, encoder, protocol, stream_instances, key_strength
+        )
+        self.protocol = protocol
+        self.stream_instances = stream_instances
         self.task = task
         self.ways = task.output_size
         self.meta_batch_size = meta_batch_size
@@ -148,10 +193,13 @@ class MANN(nn.Module):
             read_heads,
             usage_decay,
             add_vector,
+            key_strength,
         )
         self.classifier = nn.Linear(self.cell.features, self.ways)
 
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
+        if self.protocol == "stream":  # the stream is support and query together
+            return evaluation.replace(shots=self.stream_instances - 1, queries=1)
         return evaluation.replace(shots=self.train_shots, queries=self.train_queries)
 
     def _features(self, images: Tensor, keys: Tensor | None = None) -> Tensor:
@@ -201,7 +249,35 @@ class MANN(nn.Module):
         keys = stream(batch.training_keys(), "support order")
         return permutation(keys, batch.support_y.shape[1]).to(batch.support_y.device)
 
+    def stream_logits(self, batch: EpisodeBatch, order: Tensor) -> tuple[Tensor, Tensor]:
+        """An episode's support and query items as one stream in ``order`` ``[B, T]``, every
+        step predicted: logits ``[B, T, N]`` and the labels in that order."""
+        if batch.ways != self.ways:
+            raise ValueError(f"episodes are {batch.ways}-way but the model has {self.ways} ways")
+        images = torch.cat([batch.support_x, batch.query_x], dim=1)
+        labels = torch.cat([batch.support_y, batch.query_y], dim=1)
+        logits, ordered, _ = self._support(self._features(images, batch.keys), labels, order)
+        return logits, ordered
+
+    def _stream_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The paper's training: cross-entropy over every step of the stream, and accuracy at
+        the presentations the paper reports."""
+        keys = stream(batch.training_keys(), "stream order")
+        length = batch.support_y.shape[1] + batch.query_y.shape[1]
+        logits, labels = self.stream_logits(
+            batch, permutation(keys, length).to(batch.support_y.device)
+        )
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        by_sight = accuracy_by_sight(logits.detach(), labels, self.stream_instances).mean(0)
+        metrics = {"loss": loss.detach(), "acc": (logits.argmax(-1) == labels).float().mean()}
+        for sight in SIGHTS:
+            if sight <= self.stream_instances:
+                metrics[f"acc_sight{sight}"] = by_sight[sight - 1]
+        return loss, metrics
+
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.protocol == "stream":
+            return self._stream_loss(batch)
         order = self._training_order(batch)
         support_logits, labels, query_logits = self._logits(batch, order)
         logits, targets = query_logits.flatten(0, 1), batch.query_y.flatten()

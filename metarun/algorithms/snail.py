@@ -10,7 +10,7 @@ steps.
 Paper defaults (appendix, supervised experiments): for N-way K-shot, ``T = NK + 1`` and the
 network is AttentionBlock(64, 32), TCBlock(T, 128), AttentionBlock(256, 128), TCBlock(T, 128),
 AttentionBlock(512, 256), then a 1x1 convolution to N logits; TC blocks use dilations ``2^i``,
-``i = 1 .. ceil(log2 T)`` (its pseudo-code); training and test tasks have the same N and K; the
+``i = 1 .. ceil(log2 T)`` (its pseudo-code); the
 score is the accuracy at the last, (NK+1)-th, position. The Omniglot embedding is four blocks of
 3x3 conv with 64 channels, BatchNorm, leaky ReLU and 2x2 max-pool (64 features); mini-ImageNet
 uses a ResNet. Reported: Omniglot 5-way 99.07% (1-shot) / 99.78% (5-shot), 20-way 97.64% /
@@ -130,8 +130,9 @@ class SNAIL(nn.Module):
         )
 
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
-        # The paper trains on the N-way K-shot tasks it tests on: the network's TC depth
-        # follows T = NK + 1 and its output has N logits.
+        # Here training and test tasks have the same N and K: the network's TC depth follows
+        # T = NK + 1 and its output has N logits. The paper (section 5.1) instead trains one
+        # model per N on K drawn uniformly from 1 to 5; that sampling is not implemented.
         if evaluation.shots != self.shots:
             raise ConfigError(
                 "algorithm.shots",

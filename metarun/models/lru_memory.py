@@ -55,12 +55,18 @@ class LRUAState:
         )
 
 
-def cosine_read_weights(keys: Tensor, memory: Tensor, eps: float = 1e-8) -> Tensor:
-    """``softmax_s cos(keys[b, h], memory[b, s])``: keys ``[B, H, W]``, memory ``[B, S, W]``,
-    returns ``[B, H, S]``."""
+def cosine_read_weights(
+    keys: Tensor, memory: Tensor, strength: float | None = None, eps: float = 1e-8
+) -> Tensor:
+    """``softmax_s beta cos(keys[b, h], memory[b, s])``: keys ``[B, H, W]``, memory
+    ``[B, S, W]``, returns ``[B, H, S]``. The paper has no key strength (``strength=None``,
+    beta 1): cosines in [-1, 1] over 128 slots give nearly uniform reads, where even a key equal
+    to a stored row gets about 2% of the weight; the NTM's key strength (Graves et al. 2014)
+    sharpens them."""
     keys = keys / keys.norm(dim=-1, keepdim=True).clamp_min(eps)
     rows = memory / memory.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return torch.softmax(keys @ rows.transpose(1, 2), dim=-1)
+    similarity = keys @ rows.transpose(1, 2)
+    return torch.softmax(similarity if strength is None else strength * similarity, dim=-1)
 
 
 def least_used(usage: Tensor, count: int) -> Tensor:
@@ -98,8 +104,10 @@ class LRUAMemoryCell(nn.Module):
         read_heads: int = 4,
         usage_decay: float = 0.95,
         add_vector: bool = False,
+        key_strength: float | None = None,
     ) -> None:
         super().__init__()
+        self.key_strength = key_strength
         self.controller_size = controller_size
         self.memory_slots = memory_slots
         self.memory_width = memory_width
@@ -143,7 +151,7 @@ class LRUAMemoryCell(nn.Module):
         least = least_used(state.usage, h)
         write_w = write_weights(gates, state.read_weights, least)
         memory = write(state.memory, write_w, vectors, least[:, 0])
-        read_w = cosine_read_weights(keys, memory)
+        read_w = cosine_read_weights(keys, memory, self.key_strength)
         reads = (read_w @ memory).flatten(1)
         usage = self.usage_decay * state.usage + read_w.sum(1) + write_w.sum(1)
         new = LRUAState(hidden, cell, memory, usage, read_w, reads)

@@ -17,6 +17,18 @@ import torch
 from torch import Tensor, nn
 
 
+class ChannelBias(nn.Module):
+    """A learned offset per channel: the affine part of a BatchNorm without a scale
+    (TensorFlow's ``batch_norm(center=True, scale=False)``, MAML's normalisation)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+
 class BatchStatsNorm(nn.Module):
     """Normalises over every dimension but the channel one (dim 1), with an optional learnable
     affine transform (no parameters at all when ``affine=False``)."""
@@ -178,3 +190,13 @@ def apply_batch_norm(
             ),
         )
     raise ValueError(f"unknown BatchNorm mode {mode!r}; one of {', '.join(BATCH_NORM_MODES)}")
+
+
+# Layers whose parameters are a normalisation's affine transform (``adapt_norm=False`` keeps
+# them out of the gradient family's inner loop).
+NORMALISATION_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    BatchStatsNorm,
+    PerStepBatchNorm,
+    ChannelBias,
+)

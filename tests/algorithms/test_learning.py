@@ -3,7 +3,7 @@ and sampler, its test accuracy is above chance by a stated margin with its 95% C
 what the same learner scored untrained on the same episodes (the paired difference, with its
 CI): the gain is what shows learning, since a fine-tuning learner (MAML, Reptile) already scores
 well above chance from a random initialisation. Every ``algorithm`` option is covered by its
-YAML; MANN is the one expected failure (it does not learn yet, issue 13).
+YAML; MANN's episodic mode is the one expected failure (``DOES_NOT_LEARN_YET``).
 
 Measured on 2 CPU cores (untrained -> trained, 40 test episodes): ProtoNet 50.8 -> 84.0 ± 3.3,
 MAML 56.7 -> 80.7 ± 4.3, Relation Networks 19.7 -> 73.5 ± 4.5, SNAIL (200 updates) 20.0 ->
@@ -78,10 +78,21 @@ CHECK_SETTINGS = {
         "train_shots": 5,
     },
 }
+# Network keys changed for the check, and why.
+NETWORK_SETTINGS = {
+    # MAML's code draws its Omniglot head from N(0, 1) (configs/network/maml_omniglot_conv4.yaml):
+    # logits of several units that Adam at 1e-3 takes more than 40 updates to shrink (measured
+    # here: MAML's gain 0.5 +- 6.6 points, ANIL's 7.2 +- 4.6; with torch's head 15.5 and 31.7).
+    "maml": {"head_init": "pytorch"},
+    "anil": {"head_init": "pytorch"},
+}
 DOES_NOT_LEARN_YET = {
-    # On pixels, with the paper's LRUA memory, MANN stayed at chance here after 600 updates
-    # (Adam 1e-3, 1-shot and 3-shot), as it did on the Omniglot sample after 1500: issue 13.
-    "mann": "MANN does not learn this easy task in a cheap budget yet",
+    # In the episodic 1-shot mode every query is the second sight of its class, and the five
+    # support steps teach only that the next label is one not shown yet (the loss settles at
+    # that rule's value, 1.50, with queries at chance); with the paper's near-uniform reads the
+    # memory stays unused for thousands of updates. The paper's stream protocol is what learns
+    # (README, "MANN as its paper trains it"); it needs far more than a test's budget.
+    "mann": "MANN's episodic 1-shot mode has no cheap learning signal (mann.py)",
 }
 
 
@@ -121,6 +132,8 @@ def small_learner(algorithm: str, updates: int):
         *optimiser,
     ]
     cfg = small_config(overrides, {**SMALL, **CHECK_SETTINGS.get(algorithm, {})})
+    for key, value in NETWORK_SETTINGS.get(algorithm, {}).items():
+        cfg.model[key] = value
     if algorithm != "reptile":
         cfg.scheduler = None  # Adam at a constant rate (some YAMLs set a schedule of theirs)
     if "lslr" in cfg.algorithm:  # MAML++ learns a rate per training step only

@@ -4,6 +4,7 @@ checked against a per-episode, per-query loop."""
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -11,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from learner_helpers import image_batch
 
-from metarun.algorithms.mann import MANN, label_offset_inputs
+from metarun.algorithms.mann import MANN, accuracy_by_sight, label_offset_inputs, sight_numbers
 from metarun.algorithms.sequences import fixed_order
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 from metarun.models import Conv4
+from metarun.models.lru_memory import cosine_read_weights
+from metarun.randomness import permutation, stream, task_keys
 
 SMALL = {"memory_slots": 8, "memory_width": 5, "controller_size": 12, "read_heads": 2}
 
@@ -214,3 +217,73 @@ def test_bad_settings_name_their_key(setting: dict, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         MANN(partial(Conv4), TaskSpec("classification", (1, 8, 8), 3), **setting)
     assert error.value.key == key and "\n" not in str(error.value)
+
+
+# -- the paper's protocol: one stream per episode ----------------------------------------------
+
+
+def test_sights_count_each_class_presentations() -> None:
+    # snowkylin/ntm issue #11's example stream of three classes
+    labels = torch.tensor([[1, 2, 2, 1, 3, 3, 2, 1, 1, 2, 3, 2, 3, 3, 1]]) - 1
+    expected = [1, 1, 2, 2, 1, 2, 3, 3, 4, 4, 3, 5, 4, 5, 5]
+    assert sight_numbers(labels, 3).tolist() == [expected]
+
+
+def test_accuracy_by_sight_is_the_share_right_at_each_presentation() -> None:
+    labels = torch.tensor([[0, 1, 0, 1], [1, 1, 0, 0]])
+    predicted = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 1]])
+    logits = F.one_hot(predicted, 2).double()
+    # episode 0: 1st sights (steps 0, 1) 1 of 2 right, 2nd sights (steps 2, 3) 1 of 2;
+    # episode 1: 1st sights (steps 0, 2) both right, 2nd sights (steps 1, 3) 1 of 2.
+    expected = torch.tensor([[0.5, 0.5], [1.0, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(accuracy_by_sight(logits, labels, 2), expected)
+
+
+def test_a_stream_episode_is_every_instance_of_its_classes() -> None:
+    learner = small_mann(protocol="stream", stream_instances=4)
+    spec = learner.training_episodes(EpisodeSpec(ways=3, shots=1, queries=15))
+    assert (spec.ways, spec.shots, spec.queries) == (3, 3, 1)
+
+
+def test_the_stream_loss_is_every_step_of_a_per_step_loop() -> None:
+    learner = small_mann(protocol="stream", stream_instances=3)
+    batch = image_batch(tasks=2, ways=3, shots=2, queries=1, size=8).with_keys(
+        task_keys(seed=5, step=0, count=2)
+    )
+    loss, metrics = learner.meta_loss(batch)
+    order = permutation(stream(batch.keys, "stream order"), 9)
+    joined = EpisodeBatch(
+        support_x=torch.cat([batch.support_x, batch.query_x], 1),
+        support_y=torch.cat([batch.support_y, batch.query_y], 1),
+        query_x=batch.query_x,
+        query_y=batch.query_y,
+        ways=3,
+    )
+    expected_logits, _ = reference_logits(learner, joined, order)
+    labels = torch.gather(joined.support_y, 1, order)
+    torch.testing.assert_close(
+        loss.detach(), F.cross_entropy(expected_logits.flatten(0, 1), labels.flatten())
+    )
+    by_sight = accuracy_by_sight(expected_logits, labels, 3).mean(0)
+    for sight in (1, 2, 3):
+        torch.testing.assert_close(metrics[f"acc_sight{sight}"], by_sight[sight - 1])
+    assert "acc_sight4" not in metrics
+    # Each episode's order is its own, drawn from its key: a stream, not one fixed pattern.
+    assert sorted(order[0].tolist()) == list(range(9)) and not torch.equal(order[0], order[1])
+
+
+def test_the_stream_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="algorithm.protocol"):
+        small_mann(protocol="sequence")
+    with pytest.raises(ConfigError, match="algorithm.stream_instances"):
+        small_mann(protocol="stream", stream_instances=1)
+    with pytest.raises(ConfigError, match="algorithm.key_strength"):
+        small_mann(key_strength=0.0)
+
+
+def test_key_strength_sharpens_the_reads() -> None:
+    memory = torch.eye(4).unsqueeze(0) + 1e-6
+    key = torch.eye(4)[:1].unsqueeze(0)  # equal to slot 0, orthogonal to the other three
+    for strength, beta in ((None, 1.0), (10.0, 10.0)):
+        weight = float(cosine_read_weights(key, memory, strength)[0, 0, 0])
+        assert weight == pytest.approx(math.exp(beta) / (math.exp(beta) + 3), rel=1e-4)
