@@ -143,7 +143,7 @@ def test_learners_are_built_as_configured(bench: ModuleType) -> None:
     omniglot, batch = bench.build_family_learner(
         bench.FamilyCase("maml", "omniglot", "loop"), "cpu"
     )
-    assert omniglot.inner_lr == 0.4 and omniglot.inner_steps == 1 and not omniglot.first_order
+    assert omniglot.inner_lr == 2.0 and omniglot.inner_steps == 1 and not omniglot.first_order
     assert list(batch.support_x.shape) == [32, 5, 1, 28, 28]
     assert list(batch.query_x.shape) == [32, 5, 1, 28, 28]  # train_queries: the shots
     mini_case = bench.FamilyCase("maml", "mini_imagenet", "batched", max_tasks=4)
@@ -219,5 +219,5 @@ def test_a_batched_row_that_disagrees_with_the_loop_in_float64_is_an_error(bench
     rounding = [torch.tensor([0.5, -2.0 + 4e-16], dtype=torch.float64), torch.tensor([1.0e-3])]
     bench.check_agreement(agreement_table(bench, rounding))  # reduction order: fine
     wrong = [torch.tensor([0.5, -2.0], dtype=torch.float64), torch.tensor([1.1e-3])]
-    with pytest.raises(SystemExit, match=r"1 row\(s\) disagree .* MAML 1-step second-order / "):
+    with pytest.raises(SystemExit, match=r"1 row\(s\) disagree .* MAML strided 1-step second-order / "):
         bench.check_agreement(agreement_table(bench, wrong))
