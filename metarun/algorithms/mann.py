@@ -234,8 +234,7 @@ class MANN(nn.Module):
         return self.classifier(features).view(b, m, -1)
 
     def _logits(self, batch: EpisodeBatch, order: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if batch.ways != self.ways:
-            raise ValueError(f"episodes are {batch.ways}-way but the model has {self.ways} ways")
+        self._check_ways(batch)
         s = batch.support_y.shape[1]
         images = torch.cat([batch.support_x, batch.query_x], dim=1)
         features = self._features(images, batch.keys)
@@ -249,11 +248,14 @@ class MANN(nn.Module):
         keys = stream(batch.training_keys(), "support order")
         return permutation(keys, batch.support_y.shape[1]).to(batch.support_y.device)
 
+    def _check_ways(self, batch: EpisodeBatch) -> None:
+        if batch.ways != self.ways:
+            raise ValueError(f"episodes are {batch.ways}-way but the model has {self.ways} ways")
+
     def stream_logits(self, batch: EpisodeBatch, order: Tensor) -> tuple[Tensor, Tensor]:
         """An episode's support and query items as one stream in ``order`` ``[B, T]``, every
         step predicted: logits ``[B, T, N]`` and the labels in that order."""
-        if batch.ways != self.ways:
-            raise ValueError(f"episodes are {batch.ways}-way but the model has {self.ways} ways")
+        self._check_ways(batch)
         images = torch.cat([batch.support_x, batch.query_x], dim=1)
         labels = torch.cat([batch.support_y, batch.query_y], dim=1)
         logits, ordered, _ = self._support(self._features(images, batch.keys), labels, order)

@@ -10,8 +10,8 @@ steps.
 Paper defaults (appendix, supervised experiments): for N-way K-shot, ``T = NK + 1`` and the
 network is AttentionBlock(64, 32), TCBlock(T, 128), AttentionBlock(256, 128), TCBlock(T, 128),
 AttentionBlock(512, 256), then a 1x1 convolution to N logits; TC blocks use dilations ``2^i``,
-``i = 1 .. ceil(log2 T)`` (its pseudo-code); the
-score is the accuracy at the last, (NK+1)-th, position. The Omniglot embedding is four blocks of
+``i = 1 .. ceil(log2 T)`` (its pseudo-code); the score is the accuracy at the last, (NK+1)-th,
+position. The Omniglot embedding is four blocks of
 3x3 conv with 64 channels, BatchNorm, leaky ReLU and 2x2 max-pool (64 features); mini-ImageNet
 uses a ResNet. Reported: Omniglot 5-way 99.07% (1-shot) / 99.78% (5-shot), 20-way 97.64% /
 99.36%; mini-ImageNet 5-way 55.71% / 68.88%.

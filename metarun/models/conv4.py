@@ -12,7 +12,7 @@ the last 2x2 map over space instead of flattening it, normalises with TensorFlow
 uniform with zero biases and the head from N(0, 1); only its miniImageNet network max-pools (with
 32 filters and a Glorot head on the flattened 5x5 map). ``downsample="stride"``,
 ``readout="mean"``, ``norm_scale=False``, ``norm_eps=1e-3``, ``init="glorot"`` and
-``head_init="normal"`` give that network (``configs/paper/maml_omniglot.yaml``). PyTorch's
+``head_init="normal"`` give that network (``configs/network/maml_omniglot_conv4.yaml``). PyTorch's
 symmetric padding of 1 gives the same map sizes as 'SAME' (28 -> 14 -> 7 -> 4 -> 2), shifted by
 at most one pixel where TensorFlow pads only the bottom and right.
 

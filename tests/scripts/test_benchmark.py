@@ -4,7 +4,6 @@ the report and of the learners is checked, not the speed."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import subprocess
@@ -14,6 +13,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from script_modules import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 
@@ -21,11 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The script as a module, for the parts that need no run."""
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -219,5 +215,6 @@ def test_a_batched_row_that_disagrees_with_the_loop_in_float64_is_an_error(bench
     rounding = [torch.tensor([0.5, -2.0 + 4e-16], dtype=torch.float64), torch.tensor([1.0e-3])]
     bench.check_agreement(agreement_table(bench, rounding))  # reduction order: fine
     wrong = [torch.tensor([0.5, -2.0], dtype=torch.float64), torch.tensor([1.1e-3])]
-    with pytest.raises(SystemExit, match=r"1 row\(s\) disagree .* MAML strided 1-step second-order / "):
+    expected = r"1 row\(s\) disagree .* MAML strided 1-step second-order / "
+    with pytest.raises(SystemExit, match=expected):
         bench.check_agreement(agreement_table(bench, wrong))

@@ -4,13 +4,12 @@ the logged per-presentation accuracies."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
+from script_modules import load_script
 
 from metarun.algorithms.mann import MANN, accuracy_by_sight
 from metarun.data.episodes import ClassImages, EpisodeSampler, EpisodeSpec, FixedEpisodes
@@ -18,15 +17,10 @@ from metarun.data.task import TaskSpec
 from metarun.models import Conv4
 from metarun.randomness import permutation, stream, task_keys
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mann_by_sight.py"
-
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("mann_by_sight", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("mann_by_sight")
 
 
 class TinyData:

@@ -3,22 +3,19 @@ be (the long comparison itself is a README command, not a test)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from script_modules import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "protonet_vs_easyfsl.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("protonet_vs_easyfsl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("protonet_vs_easyfsl")
 
 
 def test_each_arm_changes_one_setting_of_the_same_run(script) -> None:
