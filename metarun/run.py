@@ -39,11 +39,13 @@ from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
 from metarun.provenance import git_state, package_versions
 from metarun.tracking.console import NullReporter, make_reporter
+from metarun.tracking.figure_files import FigureFiles
 from metarun.tracking.logger import Logger, LoggerGroup, RunIdentity
 from metarun.tracking.metrics_file import MetricsFile
 from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints, load_checkpoint
 from metarun.training.evaluate import EvalResult, evaluate
+from metarun.training.figures import illustrate
 from metarun.training.preemption import Preempted, StopSignals
 from metarun.training.trainer import Trainer, TrainerConfig
 
@@ -158,7 +160,8 @@ def starting_point(
 def make_logger(
     cfg: DictConfig, runtime: Runtime, start: Start, context: RunContext, resolved: dict
 ) -> Logger:
-    """metrics.jsonl and the configured tracker on rank 0; nothing on the other ranks."""
+    """metrics.jsonl, figures/ and the configured tracker on rank 0; nothing on the other
+    ranks."""
     if not runtime.is_main:
         return NullLogger()
     identity = RunIdentity(start.run_id, context.name, context.group, context.job_type)
@@ -168,6 +171,7 @@ def make_logger(
                 context.run_dir / "metrics.jsonl",
                 start.resumed["step"] if start.resumed else None,
             ),
+            FigureFiles(context.run_dir / "figures"),
             build(cfg, "logger")(identity=identity, run_dir=context.run_dir, config=resolved),
         ]
     )
@@ -256,6 +260,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         learner.load_state_dict(best)
         result = evaluate(learner, test_episodes, data.task, runtime, cfg.eval.batch_size)
         logger.log(result.metrics("test"), trainer.step)
+        illustrate(learner, test_episodes, runtime, logger, trainer.step, "test")
         if runtime.is_main:
             summary = write_summary(summary_path, result, trainer, runtime, context, resolved)
             logger.summary(summary_metrics(summary))

@@ -80,3 +80,18 @@ class ClassSupervised(Protocol):
     building the optimiser. Episodes carry the global labels (``EpisodeBatch.classes``)."""
 
     def set_training_classes(self, count: int) -> None: ...
+
+
+@runtime_checkable
+class Illustrated(Protocol):
+    """A learner with pictures of what it does (sampled functions, generated images), drawn on
+    the first ``figure_episodes`` fixed validation episodes at every validation and on the test
+    episodes at the end, and kept in the run directory (``figures/``) and W&B. Drawing must
+    not change the learner or draw from torch's global generators (it runs on rank 0 only);
+    like evaluation, it draws from ``metarun.randomness.EVALUATION_KEY``."""
+
+    figure_episodes: int
+
+    def figures(self, batch: EpisodeBatch) -> dict[str, bytes]:
+        """PNG images by name (e.g. ``{"samples": png}``), logged as ``<split>/<name>``."""
+        ...

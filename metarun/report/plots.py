@@ -7,18 +7,17 @@ test metric, so a sweep over data sets never puts accuracy and MSE on one axis.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from metarun.atomic import atomic_write_bytes
+from metarun.pictures import new_figure, png_bytes
 from metarun.report.members import Member
 from metarun.report.tables import SEED, ConfigRow, Report
 
@@ -50,8 +49,7 @@ def seed_mean_curve(row: ConfigRow) -> tuple[list[int], list[float], list[float]
 
 
 def _figure(report: Report, metric: str, what: str) -> tuple[Figure, Axes]:
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(8, 4.5)
     axes = figure.add_subplot()
     axes.set_xlabel("step")
     axes.set_ylabel(f"validation {metric}" + (" (%)" if metric == "acc" else ""))
@@ -70,9 +68,7 @@ def _colors(n: int) -> list[tuple[float, float, float, float]]:
 def _png(figure: Figure, axes: Axes, lines: int, path: Path) -> Path:
     if 0 < lines <= MAX_LEGEND:
         axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(figure))
     return path
 
 

@@ -24,6 +24,9 @@ class Logger(Protocol):
 
     def summary(self, values: dict[str, Any]) -> None: ...
 
+    def image(self, name: str, png: bytes, step: int) -> None:
+        """A picture of the run at ``step`` (PNG bytes): files in the run directory, W&B."""
+
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         """Keep a checkpoint file with the run (W&B: a model artifact)."""
 
@@ -46,6 +49,10 @@ class LoggerGroup:
     def summary(self, values: dict[str, Any]) -> None:
         for logger in self.loggers:
             logger.summary(values)
+
+    def image(self, name: str, png: bytes, step: int) -> None:
+        for logger in self.loggers:
+            logger.image(name, png, step)
 
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         for logger in self.loggers:

@@ -42,6 +42,9 @@ class MetricsFile:
     def summary(self, values: dict[str, Any]) -> None:
         pass
 
+    def image(self, name: str, png: bytes, step: int) -> None:
+        pass
+
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         pass
 

@@ -14,6 +14,7 @@ result as metadata.
 
 from __future__ import annotations
 
+import io
 import logging
 import netrc
 import os
@@ -115,6 +116,17 @@ class WandbLogger:
             self.run.summary.update(values)
         except Exception as error:
             log.warning("W&B summary failed (%s)", error)
+
+    def image(self, name: str, png: bytes, step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            import wandb
+            from PIL import Image
+
+            self.run.log({name: wandb.Image(Image.open(io.BytesIO(png)))}, step=step)
+        except Exception as error:
+            log.warning("W&B could not log the picture %s (%s)", name, error)
 
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         if self.run is None or not self.log_checkpoints:

@@ -36,6 +36,7 @@ from metarun.tracking.console import Reporter
 from metarun.tracking.logger import Logger
 from metarun.training.checkpoint import Checkpoints
 from metarun.training.evaluate import EvalResult, evaluate
+from metarun.training.figures import illustrate
 from metarun.training.preemption import Preempted, StopSignals
 
 
@@ -265,6 +266,7 @@ class Trainer:
         self._check_finite()
         self._update_train_seconds()
         result = self.validate()
+        illustrate(self.learner, self.val_episodes, self.runtime, self.logger, self.step, "val")
         improved = self.task.is_better(result.mean, self.best_score)
         if improved:
             self.best_score, self.best_step = result.mean, self.step
