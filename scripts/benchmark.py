@@ -711,7 +711,7 @@ def print_table(table: list[Row]) -> None:
     header = ("algorithm", "variant", "tasks/s", "median", "peak MiB", "vs loop", "fp32 |diff|")
     print("(vs loop: against the loop row of the same group and memory format)")
     header += ("fp64 |diff|",)
-    widths = (26, 24, 8, 8, 9, 8, 11, 11)
+    widths = (max(26, *(len(r.case.group) for r in table)), 24, 8, 8, 9, 8, 11, 11)
     print(table_line(header, widths, 2))
     print(table_line(["-" * w for w in widths], widths, 2))
     for r in table:
