@@ -2,7 +2,13 @@
 
 - ``UCB1`` (Auer, Cesa-Bianchi & Fischer 2002, "Finite-time analysis of the multiarmed bandit
   problem", Machine Learning 47): pull every arm once, then the arm of largest
-  ``mean + sqrt(2 ln t / n_arm)`` with ``t`` the pulls so far.
+  ``mean + sqrt(2 ln t / n_arm)`` with ``t`` the pulls so far. That form cannot reach RL²'s
+  UCB1 values at 10 pulls (it spends 5 of them trying 5 arms: 5.7 against 6.7), so the table
+  uses it with the Beta(1, 1) prior as pseudo-pulls and the bonus scaled by 0.2, the exploration
+  rate Audibert & Munos (2011, ICML tutorial "Introduction to Bandits") recommend and the
+  default of ``relearn``'s UCB1 (docs.rs relearn 0.3.1, ``src/agents/bandits/ucb.rs``), an RL²
+  replication whose author reports 6.6 for it; the paper's own prior and constant are unchecked.
+- ``Greedy``: the arm of largest Beta(1, 1) posterior mean (RL²'s "Greedy" row).
 - ``Thompson`` sampling (Thompson 1933) with Beta(1, 1) priors: draw each arm's probability from
   its Beta posterior, pull the largest.
 - ``Gittins``: the arm of largest Gittins index for its posterior and the pulls left
