@@ -6,7 +6,9 @@ The trials are those a run tests on: drawn from ``--seed + 1`` (``eval.seed + 1`
 add the mean pseudo-regret (the best arm's expected reward times the pulls, minus the chosen
 arms'). The paper's values are the ones the issue quotes (Random 5.0 / 49.9, Gittins 6.6 /
 78.3, UCB1 6.7 / 78.0; MDPs at n = 10: Random 100.1, PSRL 138.1); the Thompson and greedy rows
-are printed without one, since no copy of the paper could be read to check them.
+are printed without one, since no copy of the paper could be read to check them. For short
+trials (``EXACT_PULLS``) it adds the exact expected returns of the Bayes-optimal policy, of
+Gittins-index play and of greedy play (``metarun.envs.bayes_bandit``).
 
 Run from the repository root::
 
@@ -23,7 +25,9 @@ import torch
 
 from metarun.envs import BernoulliBandits, RandomMDPs
 from metarun.envs.bandit_policies import UCB1, Gittins, Greedy, Thompson
+from metarun.envs.bayes_bandit import bayes_optimal_return, index_policy_return
 from metarun.envs.evaluate import FixedTrials, TrialResult, evaluate_policy
+from metarun.envs.gittins import gittins_indices
 from metarun.envs.policies import RandomPolicy, TrialPolicy
 from metarun.envs.psrl import PSRL
 
@@ -43,6 +47,13 @@ BANDIT_POLICIES: dict[str, Callable[[], TrialPolicy]] = {
     "greedy": Greedy,
 }
 MDP_POLICIES: dict[str, Callable[[], TrialPolicy]] = {"random": RandomPolicy, "psrl": PSRL}
+EXACT_PULLS = 12
+"""Trials up to this long also get their exact Bayes-optimal and Gittins-play expectations."""
+
+
+def table_lookup(index: torch.Tensor) -> Callable[[int, int, int], float]:
+    rows = index.tolist()
+    return lambda left, s, f: rows[left][s][f]
 
 
 def cell(result: TrialResult) -> str:
@@ -68,6 +79,13 @@ def bandit_table(arms: int, pulls: list[int], trials: int, seed: int, device: st
             regret = result.regret.mean().item()
             row += f" | {cell(result):>13s}  {paper(value)}  {regret:6.2f}"
         lines.append(f"{row}   ({time.perf_counter() - started:.1f} s)")
+    for n in (n for n in pulls if n <= EXACT_PULLS):
+        gittins = index_policy_return(arms, n, table_lookup(gittins_indices(n)))
+        greedy = index_policy_return(arms, n, lambda r, s, f: (s + 1) / (s + f + 2))
+        lines.append(
+            f"exact expectations, n={n}: Bayes-optimal {bayes_optimal_return(arms, n):.3f}, "
+            f"Gittins play {gittins:.3f}, greedy {greedy:.3f} (no sampling noise)"
+        )
     return lines
 
 
