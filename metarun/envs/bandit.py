@@ -1,5 +1,5 @@
-"""k-armed Bernoulli bandits, the first task family of RL² (Duan et al. 2016, arXiv 1611.02779,
-§4.1): each trial draws arm probabilities ``p_1 .. p_k`` uniformly in [0, 1] and lasts ``pulls``
+"""k-armed Bernoulli bandits, the first task family of RL² (Duan et al. 2016, arXiv 1611.02779):
+each trial draws arm probabilities ``p_1 .. p_k`` uniformly in [0, 1] and lasts ``pulls``
 pulls; a pull of arm ``a`` pays 1 with probability ``p_a``, else 0.
 
 RL² treats each pull as an episode of one step (the agent's input is the previous action, reward

@@ -1,4 +1,4 @@
-"""The bandit baselines of RL² (Duan et al. 2016, §4.1, Table 1), batched and keyed.
+"""The bandit baselines of RL² (Duan et al. 2016, Table 1), batched and keyed.
 
 - ``UCB1`` (Auer, Cesa-Bianchi & Fischer 2002, "Finite-time analysis of the multiarmed bandit
   problem", Machine Learning 47): pull every arm once, then the arm of largest

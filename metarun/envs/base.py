@@ -9,8 +9,9 @@ reward, a transition) is a function of the key, the step and the arm or state, n
 trials share the batch or which device steps it (``metarun.randomness``).
 
 A trial is ``episodes`` episodes of ``horizon`` steps each in one sampled task; when an episode
-ends the environment starts the next one by itself (RL² §2.2: the agent's memory runs through
-the trial, the task's state does not), so a driver steps exactly ``episodes * horizon`` times.
+ends the environment starts the next one by itself (as in RL²'s formulation, the agent's memory
+runs through the trial and the task's state does not), so a driver steps exactly ``episodes *
+horizon`` times.
 """
 
 from __future__ import annotations

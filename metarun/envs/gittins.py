@@ -8,7 +8,7 @@ retiring (Gittins 1979; the calibration or "retirement" formulation of Whittle 1
 finite horizon this is the finite-horizon Gittins index of Niño-Mora 2011, "Computing a classic
 index for finite-horizon bandits", INFORMS J. Computing 23(2)). Playing the arm of largest index
 is Bayes-optimal for the infinite discounted problem and a close approximation with a finite
-horizon, which is RL²'s setting (n pulls, undiscounted); RL² (Duan et al. 2016, §4.1, Table 1)
+horizon, which is RL²'s setting (n pulls, undiscounted); RL² (Duan et al. 2016, Table 1)
 compares against it. Which horizon or discount the paper used for it is not something
 that could be checked here (no copy of the paper was found); the default here, ``discount=1``
 with the trial's remaining pulls, is the index of the trial's own objective.

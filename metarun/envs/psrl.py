@@ -1,6 +1,6 @@
 """Posterior sampling for reinforcement learning (PSRL; Osband, Russo & Van Roy 2013, "(More)
 Efficient Reinforcement Learning via Posterior Sampling", NeurIPS), RL²'s strongest tabular
-baseline (Duan et al. 2016, §4.2, Table 2).
+baseline (Duan et al. 2016, Table 2).
 
 At the start of each episode PSRL draws one MDP from its posterior, solves it by finite-horizon
 dynamic programming and follows that MDP's optimal policy for the episode. The posterior here is
