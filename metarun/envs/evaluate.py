@@ -1,0 +1,112 @@
+"""Scoring a policy on fixed trials: total return per trial, its mean and 95% CI, and regret.
+
+``FixedTrials`` is ``FixedEpisodes`` for tasks you act in: a plan drawn once from a seed
+(``eval.seed``), so every policy, learner and batch size plays the same tasks with the same
+reward coins. A trial's return depends on its key and its own actions only, so the batch size
+changes nothing but speed. The interval is ``metarun.training.evaluate.mean_and_ci95``'s, the
+one image episodes report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from metarun.envs.base import Environment, TaskFamily
+from metarun.envs.policies import TrialPolicy
+from metarun.randomness import stream
+from metarun.training.evaluate import mean_and_ci95
+
+
+class FixedTrials:
+    """The same ``count`` trials every time: a plan drawn once from ``seed``."""
+
+    def __init__(self, family: TaskFamily, count: int, seed: int) -> None:
+        self.family = family
+        self.count = count
+        self.seed = seed
+        self.plan = family.draw(count, torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batches(
+        self, batch_size: int, device: torch.device | str = "cpu", part: slice = slice(None)
+    ) -> Iterator[Environment]:
+        plan = self.plan[part]
+        for first in range(0, len(plan), batch_size):
+            yield self.family.make(plan[first : first + batch_size], device)
+
+
+@dataclass
+class TrialPlay:
+    """What a policy earned on a batch of trials."""
+
+    episode_returns: Tensor
+    """``[B, episodes]``: the return of each episode of each trial."""
+    regret: Tensor | None
+    """``[B]``: pseudo-regret, the best arm's expected reward times the pulls minus the chosen
+    arms' expected rewards (bandits; None for environments without expected rewards)."""
+
+
+def play(policy: TrialPolicy, env: Environment) -> TrialPlay:
+    """Play every trial of ``env`` to its end with ``policy`` (started afresh on them)."""
+    observation = env.reset()
+    policy.start(env, stream(env.keys, "policy"))
+    returns = []
+    episode = None
+    expected = getattr(env, "expected_reward", None)
+    earned = None
+    for _ in range(env.episodes * env.horizon):
+        actions = policy.act(observation)
+        if expected is not None:
+            gain = expected(actions)
+            earned = gain if earned is None else earned + gain
+        step = env.step(actions)
+        policy.observe(actions, step)
+        episode = step.reward if episode is None else episode + step.reward
+        if bool(step.done.all()):
+            returns.append(episode)
+            episode = None
+        observation = step.observation
+    regret = None
+    if earned is not None:
+        regret = env.best_expected_reward() * (env.episodes * env.horizon) - earned
+    return TrialPlay(torch.stack(returns, dim=1), regret)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Per-trial scores of one policy on fixed trials, and their summary."""
+
+    returns: Tensor
+    """``[trials]``: total return of each trial."""
+    episode_returns: Tensor
+    """``[trials, episodes]``."""
+    regret: Tensor | None
+
+    @property
+    def mean_ci95(self) -> tuple[float, float]:
+        return mean_and_ci95(self.returns)
+
+    def line(self, split: str) -> str:
+        """``test return 6.62 ± 0.05 (95% CI, 1000 trials)``, like the image runs' line."""
+        mean, ci95 = self.mean_ci95
+        return f"{split} return {mean:.2f} ± {ci95:.2f} (95% CI, {len(self.returns)} trials)"
+
+
+def evaluate_policy(
+    make_policy: Callable[[], TrialPolicy],
+    trials: FixedTrials,
+    batch_size: int = 10_000,
+    device: torch.device | str = "cpu",
+) -> TrialResult:
+    """Play the fixed trials with a fresh policy per batch."""
+    played = [play(make_policy(), env) for env in trials.batches(batch_size, device)]
+    episode_returns = torch.cat([p.episode_returns.cpu().double() for p in played])
+    regrets = [p.regret for p in played]
+    regret = None if regrets[0] is None else torch.cat([r.cpu().double() for r in regrets])
+    return TrialResult(episode_returns.sum(dim=1), episode_returns, regret)
