@@ -27,7 +27,14 @@ import torch
 from torch import Tensor
 
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
-from metarun.data.sinusoid import Range, Sinusoid, check_ranges, regression_batch, scaled
+from metarun.data.sinusoid import (
+    Range,
+    Sinusoid,
+    SinusoidTasks,
+    check_ranges,
+    regression_batch,
+    scaled,
+)
 from metarun.errors import ConfigError
 
 SINUSOID, LINE = 0, 1
@@ -41,7 +48,7 @@ def true_values(plan: Tensor, x: Tensor) -> Tensor:
     return torch.where(kind == LINE, a * x + b, a * torch.sin(x - b))
 
 
-class SinelineTasks:
+class SinelineTasks(SinusoidTasks):
     """Draws sinusoid-or-line tasks (plan rows as in the module docstring)."""
 
     def __init__(
@@ -51,15 +58,10 @@ class SinelineTasks:
         noise_std: float,
         line_probability: float,
     ) -> None:
-        self.spec = spec
+        super().__init__(spec, ranges["amplitude"], ranges["phase"], ranges["x_range"])
         self.ranges = ranges
         self.noise_std = noise_std
         self.line_probability = line_probability
-        self.device = torch.device("cpu")
-
-    def to(self, device: torch.device | str) -> SinelineTasks:
-        self.device = torch.device(device)
-        return self
 
     def draw(self, count: int, generator: torch.Generator) -> Tensor:
         points = self.spec.shots + self.spec.queries
