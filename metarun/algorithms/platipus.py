@@ -83,7 +83,9 @@ from metarun.pictures import new_figure, png_bytes
 from metarun.randomness import EVALUATION_KEY, fold, normal, stream
 
 
-def diagonal_gaussian_kl(mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor):
+def diagonal_gaussian_kl(
+    mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor
+) -> Tensor:
     """Elementwise ``KL(N(mean_q, std_q^2) || N(mean_p, std_p^2))``, written in log stds so
     that no ratio of two tiny stds is ever formed."""
     ratio = torch.exp(2 * (log_std_q - log_std_p))
@@ -196,7 +198,9 @@ class PLATIPUS(GradientLearner):
         lifted = self._vmap(self._with_noise(one_task), (None, 0, 0, key_dim(keys)))
         return lifted(self.inner_parameters(), x, y, keys)
 
-    def _draw(self, mean: Params, stds: nn.ParameterDict, count: int, keys: Tensor | None):
+    def _draw(
+        self, mean: Params, stds: nn.ParameterDict, count: int, keys: Tensor | None
+    ) -> Params:
         """``count`` samples ``mean + std * eps`` per task, sample-major ``[count * tasks,
         ...]``: the noise from each task's key in training, from ``EVALUATION_KEY`` at test (the
         same draws for every episode, so its predictions depend on it alone)."""

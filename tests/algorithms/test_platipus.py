@@ -32,18 +32,21 @@ def mlp(hidden: tuple[int, ...] = (16, 16)) -> partial:
     return partial(MLP, hidden=hidden)
 
 
+def factory(task: TaskSpec) -> partial:
+    return mlp() if task.kind == "regression" else partial(Conv4, hidden_channels=6)
+
+
 def tiny(task: TaskSpec = REGRESSION, **kwargs) -> PLATIPUS:
     torch.manual_seed(0)
-    model = mlp() if task.kind == "regression" else partial(Conv4, hidden_channels=6)
     settings = {"inner_lr": 0.05, "inner_steps": 2, "test_inner_steps": 2, **kwargs}
-    return PLATIPUS(model, task, **settings).double()
+    return PLATIPUS(factory(task), task, **settings).double()
 
 
 def sineline_batch(tasks: int = 4, shots: int = 5, seed: int = 0) -> EpisodeBatch:
     data = Sineline(shots=shots, queries=6)
     batch = sample(data.sampler("train", data.episodes), tasks, torch.Generator().manual_seed(seed))
-    doubled = {k: getattr(batch, k).double() for k in ("support_x", "support_y", "query_x")}
-    batch = EpisodeBatch(**{**vars(batch), **doubled, "query_y": batch.query_y.double()})
+    names = ("support_x", "support_y", "query_x", "query_y")
+    batch = EpisodeBatch(**{**vars(batch), **{k: getattr(batch, k).double() for k in names}})
     return batch.with_keys(task_keys(0, 1, tasks))
 
 
@@ -65,7 +68,7 @@ def test_with_no_noise_and_no_learned_steps_it_is_maml(task: TaskSpec) -> None:
     # squared error plus a constant, so the weights' meta-gradient must be MAML's.
     noiseless = {"init_log_std": -30.0, "log_std_range": (-30.0, 2.0)}
     platipus = tiny(task, init_gamma=0.0, likelihood_std=math.sqrt(0.5), **noiseless)
-    maml = MAML(_factory(task), task, inner_lr=0.05, inner_steps=2).double()
+    maml = MAML(factory(task), task, inner_lr=0.05, inner_steps=2).double()
     maml.model.load_state_dict(platipus.model.state_dict())
     batch = batch_for(task)
     expected = weight_gradients(maml, batch)
@@ -75,10 +78,6 @@ def test_with_no_noise_and_no_learned_steps_it_is_maml(task: TaskSpec) -> None:
     stepping = tiny(task, init_gamma=0.1, likelihood_std=math.sqrt(0.5), **noiseless)
     moved = weight_gradients(stepping, batch)
     assert any(not torch.allclose(a, b) for a, b in zip(moved, expected, strict=True))
-
-
-def _factory(task: TaskSpec) -> partial:
-    return mlp() if task.kind == "regression" else partial(Conv4, hidden_channels=6)
 
 
 def test_the_kl_is_the_closed_form_of_diagonal_gaussians() -> None:
