@@ -37,6 +37,7 @@ SMALL = {
     "filters": 8,
     "fce_steps": 2,
     "msl_anneal_steps": 2,
+    "test_samples": 3,
 }
 # The default backbone, and one that draws random numbers in every forward pass in training.
 BACKBONES = {

@@ -1,9 +1,9 @@
 """Meta-learners: one module per algorithm, all satisfying ``MetaLearner``.
 
-The optimisation-based family (MAML, ANIL, Meta-SGD, MAML++, Reptile, Meta-LSTM) shares one
-functional inner loop, ``metarun.algorithms.gradient``. The metric family (ProtoNet, Matching,
-Relation and Siamese networks, Baseline/Baseline++) classifies by comparing embeddings; the
-memory family (MANN, SNAIL) reads an episode as a sequence."""
+The optimisation-based family (MAML, ANIL, Meta-SGD, MAML++, Reptile, Meta-LSTM, PLATIPUS)
+shares one functional inner loop, ``metarun.algorithms.gradient``. The metric family (ProtoNet,
+Matching, Relation and Siamese networks, Baseline/Baseline++) classifies by comparing
+embeddings; the memory family (MANN, SNAIL) reads an episode as a sequence."""
 
 from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import ClassSupervised, MetaLearner, ModelFactory, Scheduled
@@ -15,6 +15,7 @@ from metarun.algorithms.mann import MANN
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.meta_lstm import MetaLSTM
 from metarun.algorithms.metasgd import MetaSGD
+from metarun.algorithms.platipus import PLATIPUS
 from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
@@ -25,6 +26,7 @@ __all__ = [
     "ANIL",
     "MAML",
     "MANN",
+    "PLATIPUS",
     "SNAIL",
     "Baseline",
     "ClassSupervised",

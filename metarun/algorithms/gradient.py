@@ -319,21 +319,27 @@ class GradientLearner(nn.Module):
         steps: int,
         first_order: bool,
         keys: Tensor | None = None,
+        start: Params | None = None,
     ) -> list[tuple[int, Params]]:
         """The adapted weights ``[tasks, ...]`` after each inner step, with the step index
         that the query forward pass uses (MAML++'s convention: the index of the step just
         taken; 0 when no step is taken). ``keys`` ``[tasks]``: the tasks' random keys, for a
-        network that draws in training (``EpisodeBatch.keys``)."""
+        network that draws in training (``EpisodeBatch.keys``). ``start``: each task's own
+        initial weights ``[tasks, ...]`` (PLATIPUS's sampled ones) instead of the
+        meta-parameters."""
         tasks = support_x.shape[0]
-        meta_params = self.inner_parameters()
-        expanded = {n: p.expand(tasks, *p.shape) for n, p in meta_params.items()}
+        if start is None:
+            params = self.inner_parameters()
+            expanded = {n: p.expand(tasks, *p.shape) for n, p in params.items()}
+        else:
+            params = expanded = start
         state = self.rule.init_state(expanded)
         trajectory = [(0, expanded)] if steps == 0 else []
         keys = stream(keys, "inner steps")
-        params = meta_params
         for step in range(steps):
+            shared = step == 0 and start is None
             params, state = self._step(
-                params, support_x, support_y, state, step, first_order, keys, shared=step == 0
+                params, support_x, support_y, state, step, first_order, keys, shared=shared
             )
             trajectory.append((step, params))
         return trajectory
@@ -373,13 +379,17 @@ class GradientLearner(nn.Module):
         )[-1]
         return self._query(params, batch.query_x, step)
 
-    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+    def check_ways(self, support_y: Tensor) -> None:
+        """A support set with more classes than the head has outputs is refused in one line."""
         if self.task.kind == "classification" and int(support_y.max()) >= self.task.output_size:
             raise ValueError(
                 f"this {type(self).__name__} learner has a {self.task.output_size}-way head; a "
                 f"support set with {int(support_y.max()) + 1} classes needs a learner trained "
                 f"with that many ways"
             )
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        self.check_ways(support_y)
         with torch.no_grad():
             step, params = self.adapt_batch(
                 support_x.unsqueeze(0), support_y.unsqueeze(0), self.test_inner_steps, True
@@ -400,4 +410,5 @@ __all__ = [
     "UpdateRule",
     "check_at_least",
     "check_positive",
+    "key_dim",
 ]

@@ -16,6 +16,32 @@ from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
 
+Range = tuple[float, float]
+
+
+def scaled(u: Tensor, bounds: Range) -> Tensor:
+    """Uniform ``[0, 1)`` draws mapped onto ``[low, high)``."""
+    return bounds[0] + u * (bounds[1] - bounds[0])
+
+
+def check_ranges(ranges: dict[str, Range]) -> None:
+    """Each ``dataset.<key>`` a ``[low, high]`` pair with ``low <= high``."""
+    for key, (low, high) in ranges.items():
+        if not low <= high:
+            raise ConfigError(f"dataset.{key}", f"needs low <= high, got [{low}, {high}]")
+
+
+def regression_batch(x: Tensor, y: Tensor, shots: int) -> EpisodeBatch:
+    """``[B, K+Q]`` inputs and targets as episodes of ``[B, n, 1]`` tensors, the first K the
+    support set."""
+    return EpisodeBatch(
+        support_x=x[:, :shots, None],
+        support_y=y[:, :shots, None],
+        query_x=x[:, shots:, None],
+        query_y=y[:, shots:, None],
+        ways=1,
+    )
+
 
 class SinusoidTasks:
     """Draws sinusoid tasks; a plan row is ``[amplitude, phase, x_1 .. x_{K+Q}]``."""
@@ -41,23 +67,15 @@ class SinusoidTasks:
         points = self.spec.shots + self.spec.queries
         u = torch.rand(count, 2 + points, generator=generator)
         plan = torch.empty_like(u)
-        plan[:, 0] = self.amplitude[0] + u[:, 0] * (self.amplitude[1] - self.amplitude[0])
-        plan[:, 1] = self.phase[0] + u[:, 1] * (self.phase[1] - self.phase[0])
-        plan[:, 2:] = self.x_range[0] + u[:, 2:] * (self.x_range[1] - self.x_range[0])
+        plan[:, 0] = scaled(u[:, 0], self.amplitude)
+        plan[:, 1] = scaled(u[:, 1], self.phase)
+        plan[:, 2:] = scaled(u[:, 2:], self.x_range)
         return plan
 
     def gather(self, plan: Tensor) -> EpisodeBatch:
         plan = plan.to(self.device)
         amplitude, phase, x = plan[:, :1], plan[:, 1:2], plan[:, 2:]
-        y = amplitude * torch.sin(x - phase)
-        k = self.spec.shots
-        return EpisodeBatch(
-            support_x=x[:, :k, None],
-            support_y=y[:, :k, None],
-            query_x=x[:, k:, None],
-            query_y=y[:, k:, None],
-            ways=1,
-        )
+        return regression_batch(x, amplitude * torch.sin(x - phase), self.spec.shots)
 
 
 class Sinusoid:
@@ -72,10 +90,7 @@ class Sinusoid:
         phase: tuple[float, float] = (0.0, math.pi),
         x_range: tuple[float, float] = (-5.0, 5.0),
     ) -> None:
-        ranges = {"amplitude": amplitude, "phase": phase, "x_range": x_range}
-        for key, (low, high) in ranges.items():
-            if not low <= high:
-                raise ConfigError(f"dataset.{key}", f"needs low <= high, got [{low}, {high}]")
+        check_ranges({"amplitude": amplitude, "phase": phase, "x_range": x_range})
         self.ranges = (tuple(amplitude), tuple(phase), tuple(x_range))
         self.episodes = EpisodeSpec(ways=1, shots=shots, queries=queries)
         self.task = TaskSpec("regression", (1,), 1)
@@ -89,6 +104,10 @@ class Sinusoid:
         for key, value in zip(keys[1:], (spec.shots, spec.queries), strict=True):
             if value < 1:
                 raise ConfigError(key, f"must be at least 1, got {value}")
+        return self.tasks(spec)
+
+    def tasks(self, spec: EpisodeSpec) -> SinusoidTasks:
+        """The sampler of this family's tasks (a task family of the same shape overrides it)."""
         return SinusoidTasks(spec, *self.ranges)
 
     def preprocess(self, x: float | Tensor) -> Tensor:
