@@ -155,6 +155,16 @@ def test_train_step_changes_the_policy_and_reports_metrics() -> None:
         learner(family, minibatches=16).train_step(env, optimizer)
 
 
+def test_train_step_on_tabular_mdps() -> None:
+    family = RandomMDPs(states=4, actions=3, horizon=3, episodes=2)
+    rl2 = learner(family, hidden_size=16, minibatches=2)
+    optimizer = torch.optim.Adam(rl2.parameters(), lr=1e-3)
+    metrics = rl2.train_step(
+        family.make(family.draw(6, torch.Generator().manual_seed(5))), optimizer
+    )
+    assert all(torch.isfinite(v) for v in metrics.values())
+
+
 def test_minibatch_order_is_a_fresh_permutation_each_epoch() -> None:
     rl2 = learner(BernoulliBandits(), hidden_size=8)
     keys = torch.arange(20)
