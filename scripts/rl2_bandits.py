@@ -11,7 +11,7 @@ with ``--seed`` (the run's training plans), and runs the PPO epochs on them
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 python scripts/rl2_bandits.py --updates 1000 --arms 5 --pulls 10
+    OMP_NUM_THREADS=1 python scripts/rl2_bandits.py --updates 600 --arms 5 --pulls 10
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PAPER_RL2 = {(5, 10): 6.7, (5, 100): 78.7}  # (arms, pulls): mean return, Duan e
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--updates", type=int, default=600)
     parser.add_argument("--arms", type=int, default=5)
     parser.add_argument("--pulls", type=int, default=10)
     parser.add_argument("--trials-per-update", type=int, default=500)
