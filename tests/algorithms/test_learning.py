@@ -31,7 +31,7 @@ from metarun.cli import options
 from metarun.data.episodes import ClassImages, EpisodeSampler, EpisodeSpec, FixedEpisodes
 from metarun.data.task import TaskSpec
 from metarun.hardware import Hardware
-from metarun.run import build
+from metarun.run import build_optimisers
 from metarun.tracking.console import NullReporter
 from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints
@@ -173,12 +173,12 @@ def learning(algorithm: str, lr: float | None = None) -> dict[str, float]:
     training = EpisodeSampler(TRAIN, learner.training_episodes(EPISODES), decode)
     test = FixedEpisodes(EpisodeSampler(TEST, EPISODES, decode, split="test"), TEST_EPISODES, 5)
     before = episode_scores(learner, test)
-    optimizer = build(cfg, "optimizer", params=learner.parameters())
+    optimizers = build_optimisers(cfg, learner)
     with tempfile.TemporaryDirectory() as directory:
         Trainer(
             learner=learner,
-            optimizer=optimizer,
-            scheduler=build(cfg, "scheduler", optimizer=optimizer) if cfg.scheduler else None,
+            optimizer=optimizers,
+            scheduler=None,
             sampler=training,
             val_episodes=FixedEpisodes(training, 2, seed=1),
             task=TASK,
