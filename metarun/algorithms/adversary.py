@@ -30,7 +30,7 @@ class Adversary(nn.Module):
         fakes: int | None = None,
         generator_steps: int = 1,
         noise_size: int = 100,
-        generator_channels: int = 64,
+        generator_channels: int = 32,
         figure_episodes: int = 4,
     ) -> None:
         super().__init__()
@@ -57,10 +57,15 @@ class Adversary(nn.Module):
         """``[B, fakes, C, H, W]`` from each episode's support set; differentiable."""
         return self.generator(support_x, self.count(support_x), keys, name)
 
-    def detached(self, support_x: Tensor, keys: Tensor | None, name: str) -> Tensor:
-        """Fakes for the discriminator's phase: no gradient reaches the generator."""
+    def detached(
+        self, support_x: Tensor, keys: Tensor | None, name: str, sets: int = 1
+    ) -> tuple[Tensor, ...]:
+        """``sets`` sets of fakes for the discriminator's phase, from one generator pass: no
+        gradient reaches the generator."""
         with torch.no_grad():
-            return self.generate(support_x, keys, name)
+            count = self.count(support_x)
+            fakes = self.generator(support_x, sets * count, keys, name)
+        return fakes.split(count, dim=1)
 
     def groups(self, learner: nn.Module) -> dict[str, list[nn.Parameter]]:
         mine = {id(p) for p in self.parameters()}

@@ -126,10 +126,10 @@ class MetaGANMAML(MAML):
 
     # -- the discriminator -------------------------------------------------------------------
     def _episodes(self, batch: EpisodeBatch, keys: Tensor | None) -> tuple[Tensor, ...]:
-        """Support and query sets with their (detached) fakes, each labelled N."""
+        """Support and query sets with their (detached) fakes, each labelled N: one generator
+        pass makes both sets of fakes."""
         ways = self.task.output_size
-        support_fakes = self.adversary.detached(batch.support_x, keys, "support fakes")
-        query_fakes = self.adversary.detached(batch.support_x, keys, "query fakes")
+        support_fakes, query_fakes = self.adversary.detached(batch.support_x, keys, "fakes", 2)
         return (
             *with_fakes(batch.support_x, batch.support_y, support_fakes, ways),
             *with_fakes(batch.query_x, batch.query_y, query_fakes, ways),
@@ -163,8 +163,8 @@ class MetaGANMAML(MAML):
             )
         with torch.no_grad():
             support = support_x.unsqueeze(0)
-            fakes = self.adversary.detached(support, None, "support fakes")
-            query_fakes = self.adversary.detached(support, None, "query fakes")[0]
+            fakes, query_fakes = self.adversary.detached(support, None, "fakes", 2)
+            query_fakes = query_fakes[0]
             x, y = with_fakes(support, support_y.unsqueeze(0), fakes, ways)
             step, params = self.adapt_batch(x, y, self.test_inner_steps, True)[-1]
         adapted = {name: p[0].detach() for name, p in params.items()}
@@ -234,7 +234,7 @@ class MetaGANProtoNet(ProtoNet):
         return embeddings[:, :s], embeddings[:, s : s + q], embeddings[:, s + q :]
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        fakes = self.adversary.detached(batch.support_x, batch.keys, "query fakes")
+        (fakes,) = self.adversary.detached(batch.support_x, batch.keys, "fakes")
         support, query, fake = self._embed(batch, fakes)
         logits = prototype_logits(
             support, batch.support_y, torch.cat([query, fake], 1), batch.ways, self.distance

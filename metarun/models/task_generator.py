@@ -55,7 +55,7 @@ class TaskGenerator(nn.Module):
         encoder: nn.Module,
         image_shape: tuple[int, ...],
         noise_size: int = 100,
-        channels: int = 64,
+        channels: int = 32,
     ) -> None:
         super().__init__()
         self.encoder = encoder

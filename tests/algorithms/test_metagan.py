@@ -182,11 +182,12 @@ def test_predictions_are_n_way_and_pictures_are_pngs(host) -> None:
 def test_training_fakes_come_from_the_tasks_keys() -> None:
     made = learner("maml")
     batch = training_batch(made)
-    one = made.adversary.detached(batch.support_x, batch.keys, "support fakes")
-    again = made.adversary.detached(batch.support_x, batch.keys, "support fakes")
-    other = made.adversary.detached(batch.support_x, batch.keys, "query fakes")
+    one, other = made.adversary.detached(batch.support_x, batch.keys, "fakes", 2)
+    again, _ = made.adversary.detached(batch.support_x, batch.keys, "fakes", 2)
+    (elsewhere,) = made.adversary.detached(batch.support_x, batch.keys, "generator fakes")
     torch.testing.assert_close(one, again, rtol=0, atol=0)
-    assert one.shape == batch.support_x.shape and not torch.allclose(one, other)
+    assert one.shape == batch.support_x.shape  # as many fakes as support images by default
+    assert not torch.allclose(one, other) and not torch.allclose(one, elsewhere)
 
 
 def test_bad_settings_are_one_line() -> None:
