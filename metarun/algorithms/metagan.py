@@ -24,12 +24,15 @@ Hosts (``algorithm.host``), both in the paper:
   encoder pass; evaluation is ProtoNet's, which uses running BatchNorm statistics, so the
   fakes are not needed there.
 
-Read for facts (no code taken): the paper (NeurIPS 2018 proceedings text: the N+1-way
-discriminator, the task-conditioned generator, feature matching, MAML and Relation Networks as
-hosts, its Table 1 and 2), and the course project ``johnperuzzi/MetaGAN``
-(``MAML-FORK/meta_gan.py``), which differs from the paper (a separate sigmoid discriminator
-head trained with mean squared error, the generator stepped inside MAML's inner loop, one Adam
-for everything); no code of the authors' was found (``find_repos metagan``).
+Read for facts (no code taken): the paper, of which only the abstract and introduction could
+be read here (the NeurIPS 2018 proceedings page and a pdfhost.io copy, through the search
+index): the method's details used here (the N+1-way discriminator with a fixed fake logit, the
+task-conditioned generator, feature matching, MAML and Relation Networks as hosts) follow its
+description in the issue and Salimans et al. 2016's semi-supervised GAN, which it builds on;
+and the course project ``johnperuzzi/MetaGAN`` (``MAML-FORK/meta_gan.py``), which differs from
+the paper (a separate sigmoid real/fake head trained with mean squared error, the generator
+stepped inside MAML's inner loop, one Adam for everything). No code of the authors' was found
+(``find_repos metagan``).
 
 Departures from the paper, and why:
 
