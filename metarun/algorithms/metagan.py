@@ -270,16 +270,17 @@ def MetaGAN(
     **shared: Any,
 ) -> nn.Module:
     """The learner for ``algorithm.host``: its own keys from ``algorithm.<host>``, the
-    adversary's (``fakes``, ``generator_steps``, ``noise_size``, ``generator_channels``) and
-    ``meta_batch_size`` from ``algorithm``."""
+    adversary's (``fakes``, ``generator_steps``, ``noise_size``, ``generator_channels``) from
+    ``algorithm``, and ``meta_batch_size`` from ``algorithm`` unless None (the host's)."""
     if host not in HOSTS:
         raise ConfigError("algorithm.host", f"must be one of {', '.join(HOSTS)}, got {host!r}")
     adversary = {k: shared.pop(k) for k in ADVERSARY_KEYS if k in shared}
     own = dict((maml if host == "maml" else protonet) or {})
+    if shared.get("meta_batch_size") is None:  # the host's own
+        shared.pop("meta_batch_size", None)
     learner = MetaGANMAML if host == "maml" else MetaGANProtoNet
-    return learner(
-        model, task, adversary=adversary, figure_episodes=figure_episodes, **own, **shared
-    )
+    settings = {**own, **shared}  # the top-level meta_batch_size wins over the host's
+    return learner(model, task, adversary=adversary, figure_episodes=figure_episodes, **settings)
 
 
 __all__ = ["HOSTS", "MetaGAN", "MetaGANMAML", "MetaGANProtoNet"]

@@ -208,3 +208,12 @@ def test_a_metagan_run_trains_and_validates_with_fixed_episodes(tmp_path) -> Non
     trainer.fit()
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
     assert set(saved["optimizers"]) == {GENERATOR} and saved["step"] == 2
+
+
+def test_the_meta_batch_is_the_hosts_unless_set() -> None:
+    def batch(*overrides: str) -> int:
+        cfg = small_config(["algorithm=metagan", "model.hidden_channels=8", *overrides], {})
+        return build_learner(cfg, TASK, TRAINING_CLASSES).meta_batch_size
+
+    assert batch() == 32 and batch("algorithm.host=protonet") == 1
+    assert batch("algorithm.host=protonet", "algorithm.meta_batch_size=4") == 4
