@@ -142,6 +142,17 @@ class Optimisers:
             self.groups[name].load_state_dict(saved[name])
 
 
+def check_steppable(
+    steps: list[Phase], optimisers: Optimisers, groups: dict[str, list[nn.Parameter]]
+) -> None:
+    """Every group of a learner with several has its optimiser, and every phase steps one."""
+    if len(groups) > 1 and set(groups) != set(optimisers):
+        raise ValueError(f"optimisers for {list(optimisers)}, but the groups are {list(groups)}")
+    unknown = sorted({phase.group for phase in steps} - set(optimisers))
+    if unknown:
+        raise ValueError(f"phases step group(s) without an optimiser: {unknown}")
+
+
 def build_optimisers(learner: nn.Module, make: MakeOptimiser) -> Optimisers:
     """An optimiser (and scheduler) per parameter group of ``learner``."""
     groups = {}
@@ -156,6 +167,7 @@ __all__ = [
     "GroupOptimiser",
     "Optimisers",
     "build_optimisers",
+    "check_steppable",
     "parameter_groups",
     "phases",
 ]

@@ -41,7 +41,12 @@ from metarun.tracking.logger import Logger
 from metarun.training.checkpoint import Checkpoints
 from metarun.training.evaluate import EvalResult, evaluate
 from metarun.training.figures import illustrate
-from metarun.training.optimisers import Optimisers, parameter_groups, phases
+from metarun.training.optimisers import (
+    Optimisers,
+    check_steppable,
+    parameter_groups,
+    phases,
+)
 from metarun.training.preemption import Preempted, StopSignals
 
 
@@ -121,14 +126,9 @@ class Trainer:
             optimizer = Optimisers.single(optimizer, scheduler)
         elif scheduler is not None:
             raise ValueError("Optimisers hold their groups' schedulers; pass scheduler=None")
-        groups = parameter_groups(learner)  # type: ignore[arg-type]
-        self.phases = phases(learner)  # type: ignore[arg-type]
-        unknown = {phase.group for phase in self.phases} - set(optimizer)
-        if len(groups) > 1 and set(groups) != set(optimizer):
-            raise ValueError(f"optimisers for {list(optimizer)}, but the groups are {list(groups)}")
-        if unknown:
-            raise ValueError(f"phases step group(s) without an optimiser: {sorted(unknown)}")
         self.optimizers = optimizer
+        self.phases = phases(learner)  # type: ignore[arg-type]
+        check_steppable(self.phases, optimizer, parameter_groups(learner))  # type: ignore[arg-type]
         self.sampler = sampler
         self.val_episodes = val_episodes
         self.task = task

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -56,7 +57,7 @@ class Toy(nn.Module):
 
     def phases(self) -> list[Phase]:
         losses = {"a": self.loss_a, "b": self.loss_b}
-        return [Phase(group, losses[group]) for group in self.order]
+        return [Phase(group, losses.get(group, self.loss_b)) for group in self.order]
 
     def loss_a(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         self.seen.append(("a", self.b.weight.detach().clone()))
@@ -104,11 +105,12 @@ def adam(group: str, params: list[nn.Parameter]):
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
 
 
-def trainer(learner: nn.Module, directory: Path, steps: int, **config) -> Trainer:
-    optimizers = build_optimisers(learner, adam)
+def trainer(
+    learner: nn.Module, directory: Path, steps: int, optimizer: Any = None, **config
+) -> Trainer:
     return Trainer(
         learner=learner,
-        optimizer=optimizers,
+        optimizer=optimizer if optimizer is not None else build_optimisers(learner, adam),
         scheduler=None,
         sampler=SyntheticEpisodes(EVALUATION),
         val_episodes=FixedEpisodes(SyntheticEpisodes(EVALUATION), 2, seed=3),
@@ -204,3 +206,12 @@ def test_one_optimiser_keeps_its_checkpoint_layout_and_loads_older_ones(tmp_path
     again = torch.optim.Adam(twin.parameters(), lr=0.1)
     Optimisers.single(again, torch.optim.lr_scheduler.StepLR(again, 1)).load_state_dict(older)
     assert again.state_dict()["state"][0]["step"] == 1
+
+
+def test_a_learner_with_groups_needs_an_optimiser_for_each(tmp_path) -> None:
+    learner = Toy()
+    one = torch.optim.SGD(learner.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="the groups are \\['a', 'b'\\]"):
+        trainer(learner, tmp_path, steps=1, optimizer=one)
+    with pytest.raises(ValueError, match="without an optimiser: \\['c'\\]"):
+        trainer(Toy(order=("a", "c")), tmp_path, steps=1)
