@@ -4,10 +4,12 @@ and decides how the fakes enter its episode."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.base import ModelFactory, Phase
 from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -16,6 +18,7 @@ from metarun.models.task_generator import TaskGenerator
 from metarun.pictures import new_figure, png_bytes
 
 DISCRIMINATOR, GENERATOR = "discriminator", "generator"
+Loss = Callable[[EpisodeBatch], tuple[Tensor, dict[str, Tensor]]]
 
 
 class Adversary(nn.Module):
@@ -71,6 +74,11 @@ class Adversary(nn.Module):
         mine = {id(p) for p in self.parameters()}
         host = [p for p in learner.parameters() if id(p) not in mine]
         return {DISCRIMINATOR: host, GENERATOR: list(self.parameters())}
+
+    def phases(self, discriminator_loss: Loss, generator_loss: Loss) -> list[Phase]:
+        """A discriminator step on the host's loss, then ``generator_steps`` generator steps."""
+        generator = [Phase(GENERATOR, generator_loss)] * self.generator_steps
+        return [Phase(DISCRIMINATOR, discriminator_loss), *generator]
 
     def figures(self, batch: EpisodeBatch) -> dict[str, bytes]:
         """One row per episode: its support images, then what the generator made of them."""

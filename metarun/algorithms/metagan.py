@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metarun.algorithms.adversary import DISCRIMINATOR, GENERATOR, Adversary
+from metarun.algorithms.adversary import Adversary
 from metarun.algorithms.base import ModelFactory, Phase, require_classification
 from metarun.algorithms.fake_class import (
     FakeClassifier,
@@ -124,8 +124,7 @@ class MetaGANMAML(MAML):
         return self.adversary.groups(self)
 
     def phases(self) -> list[Phase]:
-        generator = [Phase(GENERATOR, self.generator_loss)] * self.adversary.generator_steps
-        return [Phase(DISCRIMINATOR, self.meta_loss), *generator]
+        return self.adversary.phases(self.meta_loss, self.generator_loss)
 
     # -- the discriminator -------------------------------------------------------------------
     def _episodes(self, batch: EpisodeBatch, keys: Tensor | None) -> tuple[Tensor, ...]:
@@ -226,8 +225,7 @@ class MetaGANProtoNet(ProtoNet):
         return self.adversary.groups(self)
 
     def phases(self) -> list[Phase]:
-        generator = [Phase(GENERATOR, self.generator_loss)] * self.adversary.generator_steps
-        return [Phase(DISCRIMINATOR, self.meta_loss), *generator]
+        return self.adversary.phases(self.meta_loss, self.generator_loss)
 
     def _embed(self, batch: EpisodeBatch, fakes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Support, query and fake embeddings from one pass per episode."""
