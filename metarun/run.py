@@ -46,6 +46,8 @@ from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints, load_checkpoint
 from metarun.training.evaluate import EvalResult, evaluate
 from metarun.training.figures import illustrate
+from metarun.training.optimisers import Optimisers, parameter_groups
+from metarun.training.optimisers import build_optimisers as build_optimisers_for
 from metarun.training.preemption import Preempted, StopSignals
 from metarun.training.trainer import Trainer, TrainerConfig
 
@@ -87,9 +89,41 @@ def build(cfg: DictConfig, key: str, **runtime_args: Any) -> Any:
 
 
 def check_learning_rate(cfg: DictConfig) -> None:
-    lr = cfg.optimizer.get("lr")
-    if lr is not None and not lr > 0:
-        raise ConfigError("optimizer.lr", f"must be positive, got {lr}")
+    configured = {"optimizer": cfg.optimizer}
+    for group, own in (cfg.get("optimizers") or {}).items():
+        configured[f"optimizers.{group}.optimizer"] = own.optimizer
+    for key, optimizer in configured.items():
+        lr = optimizer.get("lr")
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"{key}.lr", f"must be positive, got {lr}")
+
+
+def build_optimisers(cfg: DictConfig, learner: torch.nn.Module) -> Optimisers:
+    """One optimiser and scheduler per parameter group of the learner: a group's own config
+    under ``optimizers.<group>`` (``optimizer`` and ``scheduler`` keys, as the optimizer group
+    composes them there), else the run's ``optimizer`` and ``scheduler``."""
+    own = cfg.get("optimizers") or {}
+    groups = parameter_groups(learner)
+    unknown = sorted(set(own) - set(groups))
+    if unknown:
+        raise ConfigError(
+            f"optimizers.{unknown[0]}", f"names no parameter group; groups: {', '.join(groups)}"
+        )
+
+    def make(group: str, params: list[torch.nn.Parameter]) -> tuple[Any, Any]:
+        where = cfg.optimizers[group] if group in own else cfg
+        try:
+            optimizer = build(where, "optimizer", params=params)
+            if not where.get("scheduler"):
+                return optimizer, None
+            return optimizer, build(where, "scheduler", optimizer=optimizer)
+        except ConfigError as error:
+            if group not in own:
+                raise
+            reason = str(error).split(": ", 1)[-1]
+            raise ConfigError(f"optimizers.{group}.{error.key}", reason) from None
+
+    return build_optimisers_for(learner, make)
 
 
 def check_evaluation(cfg: DictConfig) -> None:
@@ -219,15 +253,14 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     )
 
     check_learning_rate(cfg)
-    optimizer = build(cfg, "optimizer", params=learner.parameters())
-    scheduler = build(cfg, "scheduler", optimizer=optimizer) if cfg.scheduler else None
+    optimizers = build_optimisers(cfg, learner)
 
     run_id = start.run_id
     logger = make_logger(cfg, runtime, start, context, resolved)
     trainer = Trainer(
         learner=learner,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        optimizer=optimizers,
+        scheduler=None,
         sampler=sampler,
         val_episodes=val_episodes,
         task=data.task,

@@ -106,4 +106,19 @@ TINY_SETTINGS = (
 TINY_ALGORITHM = {
     "maml": ("algorithm=maml", "algorithm.meta_batch_size=2"),
     "protonet": ("algorithm=protonet", "algorithm.train_ways=5", "algorithm.train_queries=2"),
+    "metagan": (
+        "algorithm=metagan",
+        "algorithm.meta_batch_size=2",
+        "algorithm.noise_size=8",
+        "algorithm.generator_channels=8",
+    ),
+    "metagan_protonet": (
+        "algorithm=metagan",
+        "algorithm.host=protonet",
+        "algorithm.meta_batch_size=1",
+        "algorithm.protonet.train_ways=5",
+        "algorithm.protonet.train_queries=2",
+        "algorithm.noise_size=8",
+        "algorithm.generator_channels=8",
+    ),
 }

@@ -22,11 +22,16 @@ from metarun.hardware import DistributedHardware, Runtime
 from metarun.tracking.console import NullReporter
 from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints
+from metarun.training.optimisers import build_optimisers
 from metarun.training.trainer import Trainer, TrainerConfig
 
 
 def case_name(algorithm: str, backbone: str) -> str:
     return f"{algorithm}-{backbone}"
+
+
+def sgd(group: str, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, None]:
+    return torch.optim.SGD(params, lr=0.05), None
 
 
 def train(algorithm: str, backbone: str, runtime: Runtime, out: Path) -> dict[str, Any] | None:
@@ -38,9 +43,9 @@ def train(algorithm: str, backbone: str, runtime: Runtime, out: Path) -> dict[st
     name = case_name(algorithm, backbone)
     trainer = Trainer(
         learner=learner,
-        # SGD: Adam would turn float noise in zero gradients (conv biases before BatchNorm)
-        # into full-size steps.
-        optimizer=torch.optim.SGD(learner.parameters(), lr=0.05),
+        # SGD, one per parameter group: Adam would turn float noise in zero gradients (conv
+        # biases before BatchNorm) into full-size steps.
+        optimizer=build_optimisers(learner, sgd),
         scheduler=None,
         sampler=SyntheticEpisodes(learner.training_episodes(EVALUATION)),
         val_episodes=FixedEpisodes(SyntheticEpisodes(EVALUATION), 4, seed=7),

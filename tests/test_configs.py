@@ -9,7 +9,7 @@ import torch
 
 from metarun.cli import CONFIG_DIR, GROUPS, options
 from metarun.errors import ConfigError
-from metarun.run import RunContext, build, run
+from metarun.run import RunContext, build, build_optimisers, run
 
 ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
 
@@ -35,12 +35,9 @@ def test_every_option_composes_and_builds(group, option, compose_config) -> None
     data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
     runtime.place(learner)
-    optimizer = build(cfg, "optimizer", params=learner.parameters())
-    assert isinstance(optimizer, torch.optim.Optimizer)
-    if cfg.scheduler:
-        scheduler = build(cfg, "scheduler", optimizer=optimizer)
-        optimizer.step()
-        scheduler.step()
+    for group in build_optimisers(cfg, learner).groups.values():  # one per parameter group
+        assert isinstance(group.optimizer, torch.optim.Optimizer)
+        group.step()  # the scheduler too, where there is one
     make_logger = build(cfg, "logger")
     signature = inspect.signature(make_logger.func)
     signature.bind(identity=None, run_dir=None, config={}, **make_logger.keywords)

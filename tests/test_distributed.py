@@ -122,6 +122,31 @@ def test_two_processes_train_maml_as_one_across_a_resume(
     assert_same_learner(run_dir, single)
 
 
+@pytest.mark.parametrize("algorithm", ["metagan", "metagan_protonet"])
+def test_two_processes_train_metagan_as_one(
+    algorithm, tmp_path, tiny_overrides, compose_config
+) -> None:
+    """Two optimisers (discriminator, generator), each phase's gradients averaged across the
+    ranks: the command line's run under two processes is the one-process run, with both
+    groups' optimiser states in its checkpoint. SGD for both groups, as above."""
+    sgd = ("optimizer=sgd", "optimizer.lr=0.05", "scheduler=null")
+    overrides = tiny_run(
+        tiny_overrides,
+        algorithm,
+        *sgd,
+        "optimizer@optimizers.generator=sgd",
+        "optimizers.generator.optimizer.lr=0.05",
+        "optimizers.generator.scheduler=null",
+    )
+    done = torchrun_metarun(*overrides, cwd=tmp_path / "ddp")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = the_run_dir(tmp_path / "ddp")
+    single = single_process(compose_config, overrides, tmp_path / "single")
+    assert_same_results(run_dir, single)
+    assert_same_learner(run_dir, single)
+    assert set(load_checkpoint(run_dir / "checkpoints" / "last.pt")["optimizers"]) == {"generator"}
+
+
 def test_two_processes_train_every_learner_and_backbone_as_one(tmp_path) -> None:
     """Every algorithm YAML, also with ResNet-12's DropBlock: what two processes train (each its
     half of every meta-batch, its own random draws included) is what one process trains. The

@@ -3,7 +3,8 @@
 The optimisation-based family (MAML, ANIL, Meta-SGD, MAML++, Reptile, Meta-LSTM, PLATIPUS)
 shares one functional inner loop, ``metarun.algorithms.gradient``. The metric family (ProtoNet,
 Matching, Relation and Siamese networks, Baseline/Baseline++) classifies by comparing
-embeddings; the memory family (MANN, SNAIL) reads an episode as a sequence."""
+embeddings; the memory family (MANN, SNAIL) reads an episode as a sequence. MetaGAN makes a
+host of the first two families the discriminator of a task-conditioned GAN."""
 
 from metarun.algorithms.anil import ANIL
 from metarun.algorithms.base import ClassSupervised, MetaLearner, ModelFactory, Scheduled
@@ -14,6 +15,7 @@ from metarun.algorithms.mamlpp import MAMLPlusPlus
 from metarun.algorithms.mann import MANN
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.meta_lstm import MetaLSTM
+from metarun.algorithms.metagan import MetaGAN
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.platipus import PLATIPUS
 from metarun.algorithms.protonet import ProtoNet
@@ -33,6 +35,7 @@ __all__ = [
     "GradientLearner",
     "MAMLPlusPlus",
     "MatchingNet",
+    "MetaGAN",
     "MetaLSTM",
     "MetaLearner",
     "MetaSGD",

@@ -8,7 +8,8 @@ rest of metarun calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
@@ -95,3 +96,31 @@ class Illustrated(Protocol):
     def figures(self, batch: EpisodeBatch) -> dict[str, bytes]:
         """PNG images by name (e.g. ``{"samples": png}``), logged as ``<split>/<name>``."""
         ...
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One update within a meta-step: the parameter group that steps and the loss it steps on
+    (with detached metrics to log, like ``meta_loss``)."""
+
+    group: str
+    loss: Callable[[EpisodeBatch], tuple[Tensor, dict[str, Tensor]]]
+
+
+@runtime_checkable
+class Phased(Protocol):
+    """A learner trained by several optimisers (an adversarial one: a discriminator and a
+    generator). ``parameter_groups`` names disjoint groups covering every trainable parameter,
+    each stepped by its own optimiser, from ``optimizers.<group>`` when configured and from
+    ``optimizer`` otherwise (``metarun.training.optimisers``). Each meta-step runs ``phases``
+    in order on the same meta-batch: compute the phase's loss with the parameters as the
+    previous phases left them, backpropagate, average gradients across processes, clip, and
+    step that group's optimiser alone. A group may appear several times (two generator steps
+    per discriminator step). Metrics of later phases are logged next to earlier ones, so phases
+    name theirs apart; one of them reports ``loss``."""
+
+    def parameter_groups(self) -> dict[str, Sequence[nn.Parameter]]:
+        """The groups by name; the first is the main one (its rate logs as ``train/lr``)."""
+        ...
+
+    def phases(self) -> Sequence[Phase]: ...

@@ -12,6 +12,10 @@ alone the learner draws that task's random numbers; the meta-gradients, BatchNor
 statistics and logged metrics are averaged across processes after ``backward``
 (``Runtime.all_reduce_mean_``, a no-op for one process). Every process thus applies the update
 one process would and keeps the same state; only rank 0 writes checkpoints.
+
+A meta-step is a list of phases (``metarun.training.optimisers.phases``): one, ``meta_loss``
+stepping every parameter, for most learners; several for a ``Phased`` learner, each stepping its
+own parameter group with its own optimiser, averaged, clipped and logged per phase.
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ from metarun.tracking.logger import Logger
 from metarun.training.checkpoint import Checkpoints
 from metarun.training.evaluate import EvalResult, evaluate
 from metarun.training.figures import illustrate
+from metarun.training.optimisers import (
+    Optimisers,
+    check_steppable,
+    parameter_groups,
+    phases,
+)
 from metarun.training.preemption import Preempted, StopSignals
 
 
@@ -94,7 +104,7 @@ class Trainer:
         self,
         *,
         learner: MetaLearner,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | Optimisers,
         scheduler: Any | None,
         sampler: TaskSampler,
         val_episodes: FixedEpisodes,
@@ -109,9 +119,16 @@ class Trainer:
         eval_batch_size: int,
         run_state: dict[str, Any],
     ) -> None:
+        """``optimizer``: one optimiser (and ``scheduler``) for a learner with one parameter
+        group, or ``Optimisers``, one per group (``scheduler`` then None)."""
         self.learner = learner
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        if not isinstance(optimizer, Optimisers):
+            optimizer = Optimisers.single(optimizer, scheduler)
+        elif scheduler is not None:
+            raise ValueError("Optimisers hold their groups' schedulers; pass scheduler=None")
+        self.optimizers = optimizer
+        self.phases = phases(learner)  # type: ignore[arg-type]
+        check_steppable(self.phases, optimizer, parameter_groups(learner))  # type: ignore[arg-type]
         self.sampler = sampler
         self.val_episodes = val_episodes
         self.task = task
@@ -142,8 +159,7 @@ class Trainer:
             "best_score": self.best_score,
             "best_step": self.best_step,
             "learner": self.learner.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            **self.optimizers.state_dict(),  # optimizer, scheduler, optimizers (other groups)
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
@@ -154,9 +170,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizers.load_state_dict(state)
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -222,27 +236,38 @@ class Trainer:
         keys = task_keys(self.seed, step, len(plan))[mine]
         batch = self.sampler.gather(plan[mine]).with_keys(keys)
         batch = batch.to(self.runtime.device, non_blocking=True)
-        with self.runtime.autocast(self.learner.autocast_safe):
-            loss, metrics = self.learner.meta_loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self._average_across_processes(metrics)
-        if self.config.grad_clip is not None:
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                self.learner.parameters(), self.config.grad_clip
-            )
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        metrics: dict[str, Tensor] = {}
+        for phase in self.phases:
+            metrics.update(self._phase(phase.group, phase.loss, batch))
         self._last_loss = metrics["loss"]
         return metrics
 
-    def _average_across_processes(self, metrics: dict[str, Tensor]) -> None:
-        """Meta-gradients, running statistics and metrics, averaged over processes in one
-        collective, before clipping and the optimiser step (nothing happens in a world of one)."""
+    def _phase(self, group: str, loss_of: Any, batch: Any) -> dict[str, Tensor]:
+        """One update of one parameter group: its loss on the meta-batch, the gradients
+        averaged across processes and clipped, its optimiser's step."""
+        optimiser = self.optimizers[group]
+        with self.runtime.autocast(self.learner.autocast_safe):
+            loss, metrics = loss_of(batch)
+        # Every gradient, not only the group's: a phase's loss may reach other groups, whose
+        # gradients must not leak into their own later step.
+        self.learner.zero_grad(set_to_none=True)
+        loss.backward()
+        self._average_across_processes(metrics, optimiser.gradients())
+        if self.config.grad_clip is not None:
+            metrics[f"grad_norm{self.optimizers.suffix(group)}"] = torch.nn.utils.clip_grad_norm_(
+                optimiser.parameters, self.config.grad_clip
+            )
+        optimiser.step()
+        return metrics
+
+    def _average_across_processes(
+        self, metrics: dict[str, Tensor], gradients: list[Tensor]
+    ) -> None:
+        """A phase's gradients, the running statistics and its metrics, averaged over processes
+        in one collective, before clipping and the optimiser step (nothing happens in a world
+        of one)."""
         if self.runtime.world_size == 1:
             return
-        gradients = [p.grad for p in self.learner.parameters() if p.grad is not None]
         self.runtime.all_reduce_mean_(
             [*gradients, *running_statistics(self.learner), *metrics.values()]
         )
@@ -250,7 +275,7 @@ class Trainer:
     def _train_record(self, metrics: dict[str, Tensor]) -> dict[str, float]:
         record = {f"train/{name}": value.item() for name, value in metrics.items()}
         self._check_finite()
-        record["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        record.update({f"train/{k}": v for k, v in self.optimizers.learning_rates().items()})
         return record
 
     def _check_finite(self) -> None:

@@ -13,7 +13,7 @@ from metarun.training.checkpoint import load_checkpoint
 from metarun.training.trainer import Trainer
 
 
-@pytest.mark.parametrize("algorithm", ["maml", "protonet"])
+@pytest.mark.parametrize("algorithm", ["maml", "protonet", "metagan", "metagan_protonet"])
 def test_resume_after_a_crash_equals_an_uninterrupted_run(
     algorithm, tmp_path, tiny_overrides, compose_config, monkeypatch
 ) -> None:
