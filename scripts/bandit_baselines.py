@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     pulls = [int(n) for n in args.pulls.split(",") if n]
-    torch.set_grad_enabled(False)
-    lines = bandit_table(args.arms, pulls, args.trials, args.seed, args.device)
-    lines += [""] + mdp_table(args.mdp_trials or args.trials, args.seed, args.device)
+    with torch.no_grad():  # a context, not a global switch: tests call main() in process
+        lines = bandit_table(args.arms, pulls, args.trials, args.seed, args.device)
+        lines += [""] + mdp_table(args.mdp_trials or args.trials, args.seed, args.device)
     print("\n".join(lines))
 
 

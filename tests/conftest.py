@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import TINY_ALGORITHM, TINY_SETTINGS
 
 OMNIGLOT_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
@@ -48,6 +49,16 @@ def _never_the_users_cache(data_cache_dir: Path) -> Iterator[None]:
         os.environ.pop("METARUN_CACHE_DIR", None)
     else:
         os.environ["METARUN_CACHE_DIR"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_on() -> Iterator[None]:
+    """A test (or a script's ``main`` it calls in process) that switches autograd off globally
+    would break every later test that trains; fail the test that did it, and switch it back."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left autograd disabled (torch.set_grad_enabled(False))")
 
 
 @pytest.fixture
