@@ -104,3 +104,13 @@ def test_maml_adapts_no_normalisation_weights_as_its_code(compose_config) -> Non
         compose_config(["algorithm=maml", "dataset=omniglot", "algorithm.adapt_norm=true"])
     )
     assert norms <= set(mean_adapted.inner_parameters())
+
+
+def test_maml_on_mini_imagenet_clips_each_entry_as_its_code(compose_config) -> None:
+    """cbfinn/maml clips each meta-gradient entry to 10 of its outer loss, which sums the
+    N*Q query cross-entropies over K: 75 x metarun's mean loss for 5-way 1-shot, 15 queries."""
+    cfg = compose_config(["algorithm=maml", "dataset=mini_imagenet"])
+    ways, shots, queries = cfg.dataset.ways, cfg.dataset.shots, cfg.algorithm.train_queries
+    assert (ways, shots, queries) == (5, 1, 15)
+    assert cfg.trainer.grad_clip_value == pytest.approx(10 / (ways * queries / shots), abs=1e-4)
+    assert compose_config(["algorithm=maml"]).trainer.grad_clip_value is None

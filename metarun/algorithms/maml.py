@@ -32,8 +32,9 @@ As the authors' code runs them (``cbfinn/maml``, read for these facts):
   ``Conv4`` options explained in ``metarun.models.conv4``.
 * Departures, kept for metarun's shared protocol: the Lake alphabet split rather than a random
   character split, no test-time rotations, 15 test queries per class rather than K, the best
-  validation checkpoint rather than the last, and no per-entry gradient clipping on
-  miniImageNet (``trainer.grad_clip`` clips by norm).
+  validation checkpoint rather than the last. miniImageNet's per-entry meta-gradient clip at
+  10 of the code's summed outer loss is ``trainer.grad_clip_value`` in
+  ``configs/paper/maml_mini_imagenet.yaml``, scaled to metarun's mean loss.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ class TrainerConfig:
     val_every: int
     log_every: int = 10
     grad_clip: float | None = None
+    grad_clip_value: float | None = None
 
     def __post_init__(self) -> None:
         for key, value, least in (
@@ -69,10 +70,10 @@ class TrainerConfig:
         ):
             if value < least:
                 raise ConfigError(f"trainer.{key}", f"must be at least {least}, got {value}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(
-                "trainer.grad_clip", f"must be null or positive, got {self.grad_clip}"
-            )
+        clips = (("grad_clip", self.grad_clip), ("grad_clip_value", self.grad_clip_value))
+        for key, value in clips:
+            if value is not None and not value > 0:
+                raise ConfigError(f"trainer.{key}", f"must be null or positive, got {value}")
 
 
 def check_meta_batch(meta_batch_size: int, world_size: int) -> None:
@@ -253,6 +254,8 @@ class Trainer:
         self.learner.zero_grad(set_to_none=True)
         loss.backward()
         self._average_across_processes(metrics, optimiser.gradients())
+        if self.config.grad_clip_value is not None:  # each entry, before the norm (MAML's code)
+            torch.nn.utils.clip_grad_value_(optimiser.parameters, self.config.grad_clip_value)
         if self.config.grad_clip is not None:
             metrics[f"grad_norm{self.optimizers.suffix(group)}"] = torch.nn.utils.clip_grad_norm_(
                 optimiser.parameters, self.config.grad_clip

@@ -215,3 +215,24 @@ def test_a_learner_with_groups_needs_an_optimiser_for_each(tmp_path) -> None:
         trainer(learner, tmp_path, steps=1, optimizer=one)
     with pytest.raises(ValueError, match="without an optimiser: \\['c'\\]"):
         trainer(Toy(order=("a", "c")), tmp_path, steps=1)
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_each_gradient_entry_is_clipped_to_the_value(tmp_path, clip) -> None:
+    """``trainer.grad_clip_value``: SGD at rate 1 moves no weight further than the clip, and
+    the largest gradients reach it (without the clip they move further)."""
+    learner = Toy(order=("a", "b"))
+
+    def sgd(group: str, params: list[nn.Parameter]):
+        return torch.optim.SGD(params, lr=1.0), None
+
+    run = trainer(learner, tmp_path, 1, build_optimisers(learner, sgd), grad_clip_value=clip)
+    before = [p.detach().clone() for p in learner.parameters()]
+    run._train_step(1)
+    moved = max(
+        (p - b).abs().max().item() for p, b in zip(learner.parameters(), before, strict=True)
+    )
+    if clip is None:
+        assert moved > 1e-2
+    else:
+        assert moved == pytest.approx(clip, rel=1e-9)
