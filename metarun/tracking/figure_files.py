@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from metarun.atomic import atomic_write_bytes
+from metarun.tracking.null import NullLogger
 
 
 def file_stem(name: str) -> str:
@@ -15,7 +15,9 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)
 
 
-class FigureFiles:
+class FigureFiles(NullLogger):
+    """Keeps pictures only; every other logging call is the null logger's."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
@@ -23,18 +25,3 @@ class FigureFiles:
         stem = file_stem(name)
         atomic_write_bytes(self.directory / f"{stem}_step{step:07d}.png", png)
         atomic_write_bytes(self.directory / f"{stem}.png", png)
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def summary(self, values: dict[str, Any]) -> None:
-        pass
-
-    def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
-        pass
-
-    def preempting(self) -> None:
-        pass
-
-    def finish(self, exit_code: int = 0) -> None:
-        pass
