@@ -3,7 +3,7 @@
 ``FixedTrials`` is ``FixedEpisodes`` for tasks you act in: a plan drawn once from a seed
 (``eval.seed``), so every policy, learner and batch size plays the same tasks with the same
 reward coins. A trial's return depends on its key and its own actions only, so the batch size
-changes nothing but speed. The interval is ``metarun.training.evaluate.mean_and_ci95``'s, the
+changes nothing but speed. The interval is ``metarun.intervals.mean_and_ci95``'s, the
 one image episodes report.
 """
 
@@ -17,8 +17,8 @@ from torch import Tensor
 
 from metarun.envs.base import Environment, TaskFamily
 from metarun.envs.policies import TrialPolicy
+from metarun.intervals import mean_and_ci95
 from metarun.randomness import stream
-from metarun.training.evaluate import mean_and_ci95
 
 
 class FixedTrials:

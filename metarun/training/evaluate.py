@@ -13,16 +13,15 @@ for every learner).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import Tensor
 
 from metarun.algorithms.base import MetaLearner
 from metarun.data.episodes import FixedEpisodes
 from metarun.data.task import TaskSpec
 from metarun.hardware import Runtime
+from metarun.intervals import mean_and_ci95
 
 
 @dataclass(frozen=True)
@@ -45,15 +44,6 @@ class EvalResult:
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
-
-
-def mean_and_ci95(scores: Tensor) -> tuple[float, float]:
-    scores = scores.double().flatten()
-    n = scores.numel()
-    if n == 0:
-        raise ValueError("no scores to summarise")
-    std = scores.std(correction=1).item() if n > 1 else 0.0
-    return scores.mean().item(), 1.96 * std / math.sqrt(n)
 
 
 @torch.no_grad()
