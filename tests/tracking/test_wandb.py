@@ -56,6 +56,22 @@ def test_offline_run_writes_files_with_group_and_config(tmp_path, no_credentials
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
+def test_a_picture_is_logged_as_a_wandb_image(tmp_path, no_credentials, caplog) -> None:
+    from metarun.pictures import new_figure, png_bytes
+
+    figure = new_figure(1, 1)
+    figure.add_subplot().plot([0, 1], [1, 0])
+    logger = WandbLogger(IDENTITY, tmp_path, {})
+    with caplog.at_level(logging.WARNING):
+        logger.image("val/samples", png_bytes(figure, dpi=30), step=5)
+        logger.image("val/samples", b"not a png", step=6)  # a broken picture: a warning
+    logger.finish()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*-abc123def456")
+    assert len(list((run / "files" / "media" / "images" / "val").glob("samples_*.png"))) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("could not log the picture val/samples" in w for w in warnings)
+
+
 def test_a_failing_wandb_is_a_warning_not_a_crash(tmp_path, no_credentials, monkeypatch, caplog):
     import wandb
 
