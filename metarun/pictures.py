@@ -5,6 +5,7 @@ whoever keeps them (report plots, a learner's pictures of what it predicts)."""
 from __future__ import annotations
 
 import io
+import re
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -21,3 +22,8 @@ def png_bytes(figure: Figure, dpi: int = 120) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def file_stem(name: str) -> str:
+    """``val/samples`` -> ``val_samples``: a metric's or picture's name as a file name."""
+    return re.sub(r"[^\w.-]", "_", name)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory, Phase
+from metarun.algorithms.gradient import check_at_least
 from metarun.data.episodes import EpisodeBatch
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -37,14 +38,10 @@ class Adversary(nn.Module):
         figure_episodes: int = 4,
     ) -> None:
         super().__init__()
-        for key, value, least in (
-            ("generator_steps", generator_steps, 1),
-            ("noise_size", noise_size, 1),
-            ("generator_channels", generator_channels, 1),
-            ("figure_episodes", figure_episodes, 0),
-        ):
-            if value < least:
-                raise ConfigError(f"algorithm.{key}", f"must be at least {least}, got {value}")
+        check_at_least("generator_steps", generator_steps, 1)
+        check_at_least("noise_size", noise_size, 1)
+        check_at_least("generator_channels", generator_channels, 1)
+        check_at_least("figure_episodes", figure_episodes, 0)
         if fakes is not None and fakes < 1:
             raise ConfigError("algorithm.fakes", f"must be null or at least 1, got {fakes}")
         encoder = use_episode_statistics(model(task.input_shape, None))

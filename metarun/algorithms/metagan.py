@@ -157,12 +157,8 @@ class MetaGANMAML(MAML):
         return logits[:, : batch.query_y.shape[1], : self.task.output_size]
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        self.check_ways(support_y)
         ways = self.task.output_size
-        if int(support_y.max()) >= ways:
-            raise ValueError(
-                f"this MetaGAN learner has a {ways}-way head; a support set with "
-                f"{int(support_y.max()) + 1} classes needs a learner trained with that many ways"
-            )
         with torch.no_grad():
             support = support_x.unsqueeze(0)
             fakes, query_fakes = self.adversary.detached(support, None, "fakes", 2)

@@ -15,25 +15,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metarun.data.episodes import FixedEpisodes
 from metarun.envs.base import Environment, TaskFamily
 from metarun.envs.policies import TrialPolicy
 from metarun.intervals import mean_and_ci95
 from metarun.randomness import stream
 
 
-class FixedTrials:
-    """The same ``count`` trials every time: a plan drawn once from ``seed``."""
+class FixedTrials(FixedEpisodes):
+    """The same ``count`` trials every time: ``FixedEpisodes``' plan drawn once from ``seed``,
+    played as environments made on ``device`` rather than gathered into image episodes."""
 
     def __init__(self, family: TaskFamily, count: int, seed: int) -> None:
+        super().__init__(family, count, seed)  # type: ignore[arg-type]  # draws alike
         self.family = family
-        self.count = count
-        self.seed = seed
-        self.plan = family.draw(count, torch.Generator().manual_seed(seed))
 
-    def __len__(self) -> int:
-        return self.count
-
-    def batches(
+    def batches(  # type: ignore[override]
         self, batch_size: int, device: torch.device | str = "cpu", part: slice = slice(None)
     ) -> Iterator[Environment]:
         plan = self.plan[part]

@@ -7,7 +7,6 @@ test metric, so a sweep over data sets never puts accuracy and MSE on one axis.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from metarun.atomic import atomic_write_bytes
-from metarun.pictures import new_figure, png_bytes
+from metarun.pictures import file_stem, new_figure, png_bytes
 from metarun.report.members import Member
 from metarun.report.tables import SEED, ConfigRow, Report
 
@@ -72,10 +71,6 @@ def _png(figure: Figure, axes: Axes, lines: int, path: Path) -> Path:
     return path
 
 
-def _safe(metric: str) -> str:
-    return re.sub(r"[^\w.-]", "_", metric)
-
-
 def plot_members(report: Report, metric: str, path: Path) -> Path | None:
     members = [m for m in report.members if m.metric == metric and m.curve]
     if not members:
@@ -112,10 +107,10 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
     with the seeds averaged; a metric with no validation logged yet gets no plot."""
     written = []
     for metric in report.metrics:
-        made = [plot_members(report, metric, out_dir / f"val_{_safe(metric)}.png")]
+        made = [plot_members(report, metric, out_dir / f"val_{file_stem(metric)}.png")]
         if report.configs is not None:
             made.append(
-                plot_configs(report, metric, out_dir / f"val_{_safe(metric)}_by_config.png")
+                plot_configs(report, metric, out_dir / f"val_{file_stem(metric)}_by_config.png")
             )
         written += [p for p in made if p is not None]
     return written

@@ -3,16 +3,11 @@ latest one under its plain name, so a run can be looked at without W&B."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from metarun.atomic import atomic_write_bytes
+from metarun.pictures import file_stem
 from metarun.tracking.null import NullLogger
-
-
-def file_stem(name: str) -> str:
-    """``val/samples`` -> ``val_samples``: W&B's key as a file name."""
-    return re.sub(r"[^\w.-]", "_", name)
 
 
 class FigureFiles(NullLogger):
