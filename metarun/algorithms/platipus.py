@@ -204,18 +204,17 @@ class PLATIPUS(GradientLearner):
         """``count`` samples ``mean + std * eps`` per task, sample-major ``[count * tasks,
         ...]``: the noise from each task's key in training, from ``EVALUATION_KEY`` at test (the
         same draws for every episode, so its predictions depend on it alone)."""
+        device = next(iter(mean.values())).device
+        samples = torch.arange(count, device=device)
+        if keys is None:  # [count, 1]: one key per sample, shared by every task
+            sample_keys = fold(torch.tensor(EVALUATION_KEY, device=device), samples)[:, None]
+        else:  # [count, tasks]
+            sample_keys = fold(keys[None, :], samples[:, None])
         drawn = {}
         for name, m in mean.items():
             std, shape = self.log_std(stds, name).exp(), m.shape[1:]
-            draws = []
-            for s in range(count):
-                if keys is None:
-                    key = fold(torch.tensor(EVALUATION_KEY, device=m.device), s)
-                    eps = normal(stream(key, name), shape, m.dtype).expand_as(m)
-                else:
-                    eps = normal(stream(fold(keys, s), name), shape, m.dtype)
-                draws.append(m + std * eps)
-            drawn[name] = torch.cat(draws)
+            eps = normal(stream(sample_keys, name), shape, m.dtype)  # [count, tasks or 1, ...]
+            drawn[name] = (m + std * eps).flatten(0, 1)
         return drawn
 
     def _adapted(
