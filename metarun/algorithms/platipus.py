@@ -232,7 +232,8 @@ class PLATIPUS(GradientLearner):
         tasks = support_x.shape[0]
         count = next(iter(theta.values())).shape[0] // tasks
         repeat = lambda t: torch.cat([t] * count)  # noqa: E731
-        sample_keys = None if keys is None else torch.cat([fold(keys, s) for s in range(count)])
+        samples = torch.arange(count, device=support_x.device)[:, None]
+        sample_keys = None if keys is None else fold(keys[None, :], samples).flatten()
         step, params = self.adapt_batch(
             repeat(support_x), repeat(support_y), steps, first_order, sample_keys, start=theta
         )[-1]
