@@ -25,10 +25,11 @@ Arms:
 learn2learn is needed only here, as a scratch install outside metarun's environment. Its 0.2.0
 source release ships C files generated for older Pythons; regenerate them with Cython < 3::
 
-    pip download learn2learn==0.2.0 --no-deps -d /tmp/l2l && cd /tmp/l2l
-    tar xzf learn2learn-0.2.0.tar.gz && cd learn2learn-0.2.0 && rm learn2learn/data/*.c
+    pip download learn2learn==0.2.0 --no-deps -d /tmp/l2l
+    tar xzf /tmp/l2l/learn2learn-0.2.0.tar.gz -C /tmp/l2l
+    rm /tmp/l2l/learn2learn-0.2.0/learn2learn/data/*.c
     pip install --target /tmp/l2l/deps "cython<3" gym cloudpickle gym_notices --no-deps
-    PYTHONPATH=/tmp/l2l/deps python setup.py build_ext --inplace && cd -
+    (cd /tmp/l2l/learn2learn-0.2.0 && PYTHONPATH=/tmp/l2l/deps python setup.py build_ext --inplace)
 
 and run from metarun's repository root::
 
