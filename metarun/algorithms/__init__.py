@@ -7,7 +7,14 @@ embeddings; the memory family (MANN, SNAIL) reads an episode as a sequence. Meta
 host of the first two families the discriminator of a task-conditioned GAN."""
 
 from metarun.algorithms.anil import ANIL
-from metarun.algorithms.base import ClassSupervised, MetaLearner, ModelFactory, Scheduled
+from metarun.algorithms.base import (
+    Acting,
+    ClassSupervised,
+    MetaLearner,
+    ModelFactory,
+    Scheduled,
+    Updating,
+)
 from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.gradient import GradientLearner, SGDStep, UpdateRule
 from metarun.algorithms.maml import MAML
@@ -21,11 +28,17 @@ from metarun.algorithms.platipus import PLATIPUS
 from metarun.algorithms.protonet import ProtoNet
 from metarun.algorithms.relationnet import RelationNet
 from metarun.algorithms.reptile import Reptile
+from metarun.algorithms.rl2 import RL2
 from metarun.algorithms.siamese import Siamese
 from metarun.algorithms.snail import SNAIL
+from metarun.algorithms.trial_baselines import PolicyBaseline
 
 __all__ = [
     "ANIL",
+    "RL2",
+    "Acting",
+    "PolicyBaseline",
+    "Updating",
     "MAML",
     "MANN",
     "PLATIPUS",

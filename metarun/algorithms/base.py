@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -124,3 +124,33 @@ class Phased(Protocol):
         ...
 
     def phases(self) -> Sequence[Phase]: ...
+
+
+Update = Callable[[Tensor, dict[str, Tensor]], None]
+"""The trainer's update of the learner's parameters from one loss: zero the gradients,
+backpropagate, average across processes (with the metrics, in place), clip, step the optimiser
+and its scheduler."""
+
+
+@runtime_checkable
+class Acting(Protocol):
+    """A learner of tasks you act in (``metarun.envs``): validation and test play the fixed
+    trials with a fresh ``policy()`` per batch (``metarun.envs.policies.TrialPolicy``), which
+    is also what ``metarun.load`` hands out. A learner that trains takes ``Trials`` batches
+    through ``meta_loss`` (one update per meta-step) or ``train_step`` (``Updating``); one
+    with no parameters (a baseline such as UCB1) is evaluated without training."""
+
+    meta_batch_size: int
+    """Trials per meta-step."""
+
+    def policy(self) -> Any: ...
+
+
+@runtime_checkable
+class Updating(Protocol):
+    """A learner that makes several updates per meta-step on the data it gathered (PPO: epochs
+    of minibatches over one rollout). ``train_step`` calls ``update`` once per update, so the
+    trainer still backpropagates, averages across processes, clips and steps; it returns the
+    step's detached metrics (``loss`` among them)."""
+
+    def train_step(self, batch: Any, update: Update) -> dict[str, Tensor]: ...

@@ -41,19 +41,13 @@ that evaluation uses, so a training trial is played exactly as a test trial woul
 are drawn from ``fold(stream(env_key, "policy"), t)``, so a trial's actions are a function of
 its plan row and the weights, not of which trials share its batch.
 
-What the runner's ``algorithm=rl2`` must call (not wired yet):
-
-1. ``RL2.for_family(family, **settings)`` to build the learner from the data set's task family
-   (it reads the observation and action sizes; a family without discrete actions, or image
-   episodes, is a ``ConfigError`` on ``algorithm``).
-2. Each meta-step: draw a plan of ``B`` trials from the training generator, ``env =
-   family.make(plan, device)``, then ``metrics = learner.train_step(env, optimizer)``; the
-   trainer must not call ``backward`` or ``optimizer.step`` itself for this learner (train_step
-   does ``epochs * minibatches`` of them), and should step its scheduler once per call.
-3. Validation and test: ``evaluate_policy(learner.policy, FixedTrials(family, n, eval.seed
-   [+ 1]), device=device)``, exactly as for the baselines.
-4. Checkpoints: the learner's ``state_dict`` and the optimiser's, as for any learner; the
-   training plans' generator state for resume.
+In the runner (``algorithm=rl2 dataset=bandit|tabular_mdp``): each meta-step plays
+``meta_batch_size`` fresh trials and makes its ``epochs * minibatches`` updates through the
+trainer's ``update`` (``Updating``), which backpropagates, averages across processes, clips the
+gradient norm (``trainer.grad_clip``: CleanRL's ``max_grad_norm`` 0.5, set by ``rl2.yaml``) and
+steps Adam; the scheduler steps once per meta-step (``optimizer=adam_linear``: CleanRL's linear
+annealing to 0 over ``trainer.max_steps``). Validation and test play the fixed trials with
+``policy()``, as for the baselines.
 """
 
 from __future__ import annotations
@@ -64,9 +58,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metarun.algorithms.base import Update
+from metarun.data.task import TaskSpec
 from metarun.envs.base import Environment, Step
 from metarun.envs.evaluate import play
 from metarun.envs.sampling import categorical
+from metarun.envs.trials import Trials
 from metarun.errors import ConfigError
 from metarun.randomness import fold, hash32, stream
 from metarun.rl.gae import trial_advantages
@@ -250,7 +247,7 @@ class RL2(nn.Module):
         normalise_advantages: bool = True,
         epochs: int = 4,
         minibatches: int = 4,
-        max_grad_norm: float = 0.5,
+        meta_batch_size: int = 500,
     ) -> None:
         super().__init__()
         self.actions = _count("algorithm.actions", actions)
@@ -268,10 +265,26 @@ class RL2(nn.Module):
         self.normalise_advantages = bool(normalise_advantages)
         self.epochs = _count("algorithm.epochs", epochs)
         self.minibatches = _count("algorithm.minibatches", minibatches)
-        self.max_grad_norm = _positive("algorithm.max_grad_norm", max_grad_norm)
+        self.meta_batch_size = _count("algorithm.meta_batch_size", meta_batch_size)
         input_size = self.observation_size + self.actions + 2
         hidden_size = _count("algorithm.hidden_size", hidden_size)
         self.network = RecurrentActorCritic(input_size, self.actions, hidden_size)
+
+    autocast_safe = False  # the rollout's sampling and the PPO ratios want float32
+
+    @classmethod
+    def for_task(cls, model: object, task: TaskSpec, **settings: object) -> RL2:
+        """The runner's constructor: sizes from the data set's ``TaskSpec`` (``model`` is
+        unused; the network is the GRU actor-critic, sized by ``hidden_size``)."""
+        if task.kind != "control" or task.continuous_actions:
+            kind = "continuous-action" if task.kind == "control" else task.kind
+            raise ConfigError(
+                "algorithm",
+                f"rl2 acts in tasks with discrete actions (dataset=bandit or tabular_mdp), but "
+                f"the data set poses {kind} tasks",
+            )
+        observation_size = task.input_shape[0] if task.input_shape else 0
+        return cls(actions=task.output_size, observation_size=observation_size, **settings)
 
     @classmethod
     def for_family(cls, family: object, **settings: object) -> RL2:
@@ -294,10 +307,11 @@ class RL2(nn.Module):
         """A fresh order of the trials for ``epoch``, each trial's place drawn from its key."""
         return hash32(fold(stream(keys, "minibatches"), epoch)).argsort()
 
-    def train_step(self, env: Environment, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
-        """One PPO update: play ``env``'s trials, then ``epochs`` passes of ``minibatches``
-        optimiser steps over whole trials. Returns detached metrics (``return`` is the mean
-        total return of the trials played)."""
+    def train_step(self, trials: Trials, update: Update) -> dict[str, Tensor]:
+        """One PPO iteration: play the trials, then ``epochs`` passes of ``minibatches``
+        updates over whole trials. Returns detached metrics averaged over the updates
+        (``return`` is the mean total return of the trials played)."""
+        env = trials.make()
         if len(env.keys) < self.minibatches:
             raise ConfigError(
                 "algorithm.minibatches",
@@ -306,21 +320,18 @@ class RL2(nn.Module):
         rollout, returns_played = self.collect(env)
         advantages = trial_advantages(rollout.rewards, rollout.values, self.gamma, self.gae_lambda)
         targets = advantages + rollout.values
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}
         steps = 0
         for epoch in range(self.epochs):
             order = self._order(env.keys.to(rollout.inputs.device), epoch)
             for rows in order.tensor_split(self.minibatches):
                 parts = self._losses(rollout, advantages, targets, rows)
-                optimizer.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                norm = nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm)
-                optimizer.step()
-                parts["grad_norm"] = norm
-                for name, value in parts.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                logged = {name: value.detach() for name, value in parts.items()}
+                update(parts["loss"], logged)  # averages ``logged`` across processes
+                for name, value in logged.items():
+                    sums[name] = sums[name] + value if name in sums else value.clone()
                 steps += 1
-        metrics = {name: torch.tensor(total / steps) for name, total in sums.items()}
+        metrics = {name: total / steps for name, total in sums.items()}
         metrics["return"] = returns_played.double().mean().cpu()
         metrics["explained_variance"] = explained_variance(rollout.values, targets).cpu()
         return metrics

@@ -3,7 +3,8 @@
 A ``TaskSpec`` is the contract between data, model and algorithm: the input shape the model
 receives, how many outputs it must produce, the training loss, and the per-episode score that
 validation and test report (accuracy in percent for classification, mean squared error for
-regression).
+regression, the total return of a trial for ``control``: tasks you act in, whose input is the
+observation and whose outputs are the actions, scored by playing them, ``metarun.envs``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-TaskKind = Literal["classification", "regression"]
+TaskKind = Literal["classification", "regression", "control"]
+METRICS = {"classification": "acc", "regression": "mse", "control": "return"}
 
 
 @dataclass(frozen=True)
@@ -22,14 +24,15 @@ class TaskSpec:
     kind: TaskKind
     input_shape: tuple[int, ...]
     output_size: int
+    continuous_actions: bool = False  # control only: actions are vectors of output_size
 
     @property
     def metric(self) -> str:
-        return "acc" if self.kind == "classification" else "mse"
+        return METRICS[self.kind]
 
     @property
     def higher_is_better(self) -> bool:
-        return self.kind == "classification"
+        return self.kind != "regression"
 
     def loss(self, predictions: Tensor, targets: Tensor) -> Tensor:
         """Mean loss over a set of examples; ``predictions`` are ``[n, outputs]``."""

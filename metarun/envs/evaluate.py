@@ -9,7 +9,7 @@ one image episodes report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,24 +18,18 @@ from torch import Tensor
 from metarun.data.episodes import FixedEpisodes
 from metarun.envs.base import Environment, TaskFamily
 from metarun.envs.policies import TrialPolicy
+from metarun.envs.trials import TrialSampler
 from metarun.intervals import mean_and_ci95
 from metarun.randomness import stream
 
 
 class FixedTrials(FixedEpisodes):
     """The same ``count`` trials every time: ``FixedEpisodes``' plan drawn once from ``seed``,
-    played as environments made on ``device`` rather than gathered into image episodes."""
+    gathered into ``Trials`` (which make their environments where they are moved)."""
 
     def __init__(self, family: TaskFamily, count: int, seed: int) -> None:
-        super().__init__(family, count, seed)  # type: ignore[arg-type]  # draws alike
+        super().__init__(TrialSampler(family), count, seed)  # type: ignore[arg-type]
         self.family = family
-
-    def batches(  # type: ignore[override]
-        self, batch_size: int, device: torch.device | str = "cpu", part: slice = slice(None)
-    ) -> Iterator[Environment]:
-        plan = self.plan[part]
-        for first in range(0, len(plan), batch_size):
-            yield self.family.make(plan[first : first + batch_size], device)
 
 
 @dataclass
@@ -102,7 +96,7 @@ def evaluate_policy(
     device: torch.device | str = "cpu",
 ) -> TrialResult:
     """Play the fixed trials with a fresh policy per batch."""
-    played = [play(make_policy(), env) for env in trials.batches(batch_size, device)]
+    played = [play(make_policy(), batch.to(device).make()) for batch in trials.batches(batch_size)]
     episode_returns = torch.cat([p.episode_returns.cpu().double() for p in played])
     regrets = [p.regret for p in played]
     regret = None if regrets[0] is None else torch.cat([r.cpu().double() for r in regrets])

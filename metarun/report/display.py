@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metarun.intervals import formatted
 from metarun.report.members import Member
 from metarun.report.tables import ConfigRow, Report, higher_is_better
 
@@ -21,8 +22,8 @@ class TextTable:
 
 
 def score(metric: str | None, value: float) -> str:
-    """Digits as the run's own result line prints them: acc 97.9, mse 0.227."""
-    return f"{value:.1f}" if metric == "acc" else f"{value:.3f}"
+    """Digits as the run's own result line prints them: acc 97.9, mse 0.227, return 6.62."""
+    return formatted(metric, value)
 
 
 def with_ci(metric: str | None, mean: float, ci95: float | None) -> str:

@@ -21,7 +21,7 @@ from metarun.report.stats import SeedStats, across_seeds
 SEED = "seed"
 NEVER_COLUMNS = frozenset({"resume"})
 # Direction of each test metric, as TaskSpec.higher_is_better defines it (kept in step by a test).
-HIGHER_IS_BETTER = {"acc": True, "mse": False}
+HIGHER_IS_BETTER = {"acc": True, "mse": False, "return": True}
 SortOrder = Literal["score", "member"]
 
 

@@ -9,19 +9,28 @@ process would: an episode's score does not depend on which episodes share its ba
 learner adapts each episode on its own, and whatever it draws comes from one fixed key,
 ``metarun.randomness.EVALUATION_KEY``; ``tests/algorithms/test_every_learner.py`` checks this
 for every learner).
+
+Trials (tasks you act in, ``metarun.envs``) are scored by playing them with the learner's policy
+(``metarun.envs.evaluate.play``): the score of a trial is its total return; the result also
+keeps the mean return of each episode of the trials (does the agent improve within a task?) and,
+for bandits, the pseudo-regret.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from metarun.algorithms.base import MetaLearner
 from metarun.data.episodes import FixedEpisodes
 from metarun.data.task import TaskSpec
+from metarun.envs.evaluate import play
+from metarun.envs.trials import Trials
 from metarun.hardware import Runtime
-from metarun.intervals import mean_and_ci95
+from metarun.intervals import formatted, mean_and_ci95
 
 
 @dataclass(frozen=True)
@@ -30,19 +39,27 @@ class EvalResult:
     mean: float
     ci95: float
     episodes: int
+    unit: str = "episodes"  # what was counted: "episodes", or "trials" of tasks you act in
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. regret and regret_ci95
+    episode_returns: list[float] = field(default_factory=list)  # trials: mean per episode
 
     def line(self, split: str) -> str:
-        """``test acc 97.9 ± 0.3 (95% CI, 600 episodes)``."""
-        digits = 1 if self.metric == "acc" else 3
-        return (
-            f"{split} {self.metric} {self.mean:.{digits}f} ± {self.ci95:.{digits}f} "
-            f"(95% CI, {self.episodes} episodes)"
-        )
+        """``test acc 97.9 ± 0.3 (95% CI, 600 episodes)``, ``test return 6.62 ± 0.05 (95% CI,
+        1000 trials)``."""
+        mean, ci95 = formatted(self.metric, self.mean), formatted(self.metric, self.ci95)
+        line = f"{split} {self.metric} {mean} ± {ci95} (95% CI, {self.episodes} {self.unit})"
+        if "regret" in self.extra:
+            line += f", regret {self.extra['regret']:.2f} ± {self.extra['regret_ci95']:.2f}"
+        return line
 
     def metrics(self, split: str) -> dict[str, float]:
-        return {f"{split}/{self.metric}": self.mean, f"{split}/{self.metric}_ci95": self.ci95}
+        return {
+            f"{split}/{self.metric}": self.mean,
+            f"{split}/{self.metric}_ci95": self.ci95,
+            **{f"{split}/{name}": value for name, value in self.extra.items()},
+        }
 
-    def as_dict(self) -> dict[str, float | int | str]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -57,15 +74,41 @@ def evaluate(
     was_training = learner.training
     learner.eval()
     mine = runtime.shard(len(episodes))
+    columns: dict[str, list[Tensor]] = {"score": [torch.zeros(0, device=runtime.device)]}
     try:
-        scores = [torch.zeros(0, device=runtime.device)]
         for batch in episodes.batches(batch_size, mine):
             batch = batch.to(runtime.device, non_blocking=True)
             with runtime.autocast(learner.autocast_safe):
-                predictions = learner.predict(batch)
-            scores.append(task.score(predictions.float(), batch.query_y))
+                scored = scores(learner, batch, task)
+            for name, values in scored.items():
+                columns.setdefault(name, []).append(values.double())
     finally:
         learner.train(was_training)
-    every = runtime.concat_shards(torch.cat(scores), len(episodes))
-    mean, ci95 = mean_and_ci95(every.cpu())
-    return EvalResult(task.metric, mean, ci95, len(episodes))
+    every = {
+        name: runtime.concat_shards(torch.cat(parts), len(episodes)).cpu()
+        for name, parts in columns.items()
+    }
+    mean, ci95 = mean_and_ci95(every["score"])
+    if task.kind != "control":
+        return EvalResult(task.metric, mean, ci95, len(episodes))
+    extra = {}
+    if "regret" in every:
+        extra["regret"], extra["regret_ci95"] = mean_and_ci95(every["regret"])
+    per_episode = every["episode_returns"].mean(dim=0).tolist()
+    return EvalResult(task.metric, mean, ci95, len(episodes), "trials", extra, per_episode)
+
+
+def scores(learner: MetaLearner, batch: Any, task: TaskSpec) -> dict[str, Tensor]:
+    """Per-episode columns of one batch: ``score``, and for trials ``episode_returns``
+    ``[B, episodes]`` and (bandits) ``regret``."""
+    if not isinstance(batch, Trials):
+        predictions = learner.predict(batch)
+        return {"score": task.score(predictions.float(), batch.query_y)}
+    played = play(learner.policy(), batch.make())  # type: ignore[attr-defined]
+    columns = {
+        "score": played.episode_returns.sum(dim=1),
+        "episode_returns": played.episode_returns,
+    }
+    if played.regret is not None:
+        columns["regret"] = played.regret
+    return columns

@@ -66,8 +66,15 @@ class GroupOptimiser:
     optimizer: torch.optim.Optimizer
     scheduler: Any | None = None
 
-    def step(self) -> None:
+    def step(self, schedule: bool = True) -> None:
+        """One optimiser step and, unless ``schedule`` is False, one scheduler step."""
         self.optimizer.step()
+        if schedule:
+            self.schedule()
+
+    def schedule(self) -> None:
+        """One scheduler step (a learner with several updates per meta-step, ``Updating``,
+        schedules once per meta-step, so that ``T_max: ${trainer.max_steps}`` means the run)."""
         if self.scheduler is not None:
             self.scheduler.step()
 

@@ -15,7 +15,10 @@ one process would and keeps the same state; only rank 0 writes checkpoints.
 
 A meta-step is a list of phases (``metarun.training.optimisers.phases``): one, ``meta_loss``
 stepping every parameter, for most learners; several for a ``Phased`` learner, each stepping its
-own parameter group with its own optimiser, averaged, clipped and logged per phase.
+own parameter group with its own optimiser, averaged, clipped and logged per phase. An
+``Updating`` learner (RL²'s PPO) makes its own sequence of updates on the data it gathered, each
+through the same ``_update``, and its scheduler steps once per meta-step. A learner with no
+parameters (a fixed strategy such as UCB1) has no optimiser: ``fit`` validates it once.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarun.algorithms.base import MetaLearner, Scheduled
+from metarun.algorithms.base import MetaLearner, Scheduled, Updating
 from metarun.data.episodes import FixedEpisodes, TaskSampler
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
@@ -105,7 +108,7 @@ class Trainer:
         self,
         *,
         learner: MetaLearner,
-        optimizer: torch.optim.Optimizer | Optimisers,
+        optimizer: torch.optim.Optimizer | Optimisers | None,
         scheduler: Any | None,
         sampler: TaskSampler,
         val_episodes: FixedEpisodes,
@@ -121,15 +124,18 @@ class Trainer:
         run_state: dict[str, Any],
     ) -> None:
         """``optimizer``: one optimiser (and ``scheduler``) for a learner with one parameter
-        group, or ``Optimisers``, one per group (``scheduler`` then None)."""
+        group, ``Optimisers``, one per group (``scheduler`` then None), or None for a learner
+        with no parameters (nothing to train)."""
         self.learner = learner
-        if not isinstance(optimizer, Optimisers):
+        if optimizer is not None and not isinstance(optimizer, Optimisers):
             optimizer = Optimisers.single(optimizer, scheduler)
         elif scheduler is not None:
             raise ValueError("Optimisers hold their groups' schedulers; pass scheduler=None")
         self.optimizers = optimizer
-        self.phases = phases(learner)  # type: ignore[arg-type]
-        check_steppable(self.phases, optimizer, parameter_groups(learner))  # type: ignore[arg-type]
+        self.trains = optimizer is not None
+        if optimizer is not None and not isinstance(learner, Updating):
+            self.phases = phases(learner)  # type: ignore[arg-type]
+            check_steppable(self.phases, optimizer, parameter_groups(learner))  # type: ignore[arg-type]
         self.sampler = sampler
         self.val_episodes = val_episodes
         self.task = task
@@ -160,7 +166,8 @@ class Trainer:
             "best_score": self.best_score,
             "best_step": self.best_step,
             "learner": self.learner.state_dict(),
-            **self.optimizers.state_dict(),  # optimizer, scheduler, optimizers (other groups)
+            # optimizer, scheduler, optimizers (other groups)
+            **(self.optimizers.state_dict() if self.optimizers is not None else {}),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
@@ -171,7 +178,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state["learner"])
-        self.optimizers.load_state_dict(state)
+        if self.optimizers is not None:
+            self.optimizers.load_state_dict(state)
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -200,7 +208,8 @@ class Trainer:
         self.reporter.start(config.max_steps, self.step)
         try:
             window_start, window_steps = time.perf_counter(), 0
-            for step in range(self.step + 1, config.max_steps + 1):
+            last = config.max_steps if self.trains else self.step  # nothing to train: no step
+            for step in range(self.step + 1, last + 1):
                 step_start = time.perf_counter()
                 metrics = self._train_step(step)
                 self.step_seconds += time.perf_counter() - step_start
@@ -238,17 +247,32 @@ class Trainer:
         batch = self.sampler.gather(plan[mine]).with_keys(keys)
         batch = batch.to(self.runtime.device, non_blocking=True)
         metrics: dict[str, Tensor] = {}
-        for phase in self.phases:
-            metrics.update(self._phase(phase.group, phase.loss, batch))
+        if isinstance(self.learner, Updating):
+            group = self.optimizers.first
+            metrics = self.learner.train_step(
+                batch, lambda loss, logged: self._update(group, loss, logged, schedule=False)
+            )
+            self.optimizers[group].schedule()
+        else:
+            for phase in self.phases:
+                metrics.update(self._phase(phase.group, phase.loss, batch))
         self._last_loss = metrics["loss"]
         return metrics
 
     def _phase(self, group: str, loss_of: Any, batch: Any) -> dict[str, Tensor]:
-        """One update of one parameter group: its loss on the meta-batch, the gradients
-        averaged across processes and clipped, its optimiser's step."""
-        optimiser = self.optimizers[group]
+        """One update of one parameter group on its loss on the meta-batch."""
         with self.runtime.autocast(self.learner.autocast_safe):
             loss, metrics = loss_of(batch)
+        self._update(group, loss, metrics)
+        return metrics
+
+    def _update(
+        self, group: str, loss: Tensor, metrics: dict[str, Tensor], schedule: bool = True
+    ) -> None:
+        """Backpropagate ``loss``, average the gradients (and ``metrics``, in place) across
+        processes, clip them, step the group's optimiser (and its scheduler, if ``schedule``).
+        The gradient norm joins ``metrics`` when ``trainer.grad_clip`` is set."""
+        optimiser = self.optimizers[group]
         # Every gradient, not only the group's: a phase's loss may reach other groups, whose
         # gradients must not leak into their own later step.
         self.learner.zero_grad(set_to_none=True)
@@ -260,8 +284,7 @@ class Trainer:
             metrics[f"grad_norm{self.optimizers.suffix(group)}"] = torch.nn.utils.clip_grad_norm_(
                 optimiser.parameters, self.config.grad_clip
             )
-        optimiser.step()
-        return metrics
+        optimiser.step(schedule)
 
     def _average_across_processes(
         self, metrics: dict[str, Tensor], gradients: list[Tensor]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metarun.algorithms.base import Update
 from metarun.algorithms.rl2 import RL2, family_spaces, step_inputs
 from metarun.envs import BernoulliBandits, PointGoals, RandomMDPs
 from metarun.envs.evaluate import FixedTrials, evaluate_policy, play
+from metarun.envs.trials import Trials
 from metarun.errors import ConfigError
 
 TEST_SEED = 1
@@ -23,6 +25,22 @@ def learner(family: object, seed: int = 0, **settings: object) -> RL2:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return RL2.for_family(family, **settings)
+
+
+def stepping(rl2: RL2, optimizer: torch.optim.Optimizer, max_norm: float = 0.5) -> Update:
+    """What the trainer's update does for one process: backward, clip the norm, step."""
+
+    def update(loss: torch.Tensor, logged: dict[str, torch.Tensor]) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        logged["grad_norm"] = torch.nn.utils.clip_grad_norm_(rl2.parameters(), max_norm)
+        optimizer.step()
+
+    return update
+
+
+def trials(family: object, count: int, seed: int) -> Trials:
+    return Trials(family, family.draw(count, torch.Generator().manual_seed(seed)))  # type: ignore[attr-defined]
 
 
 def test_inputs_layout() -> None:
@@ -67,7 +85,7 @@ def test_sizes_come_from_the_family() -> None:
         ("algorithm.clip", {"clip": 0.0}),
         ("algorithm.epochs", {"epochs": 0}),
         ("algorithm.minibatches", {"minibatches": 0}),
-        ("algorithm.max_grad_norm", {"max_grad_norm": 0.0}),
+        ("algorithm.meta_batch_size", {"meta_batch_size": 0}),
     ],
 )
 def test_bad_settings_name_their_key(key: str, settings: dict) -> None:
@@ -143,25 +161,25 @@ def test_train_step_changes_the_policy_and_reports_metrics() -> None:
     family = BernoulliBandits(arms=5, pulls=10)
     rl2 = learner(family, hidden_size=16, epochs=2, minibatches=2)
     optimizer = torch.optim.Adam(rl2.parameters(), lr=1e-2)
-    env = family.make(family.draw(8, torch.Generator().manual_seed(4)))
+    batch = trials(family, 8, 4)
     before = {k: v.clone() for k, v in rl2.state_dict().items()}
     state = torch.get_rng_state()
-    metrics = rl2.train_step(env, optimizer)
+    metrics = rl2.train_step(batch, stepping(rl2, optimizer))
     assert torch.equal(torch.get_rng_state(), state)
-    assert set(metrics) >= {"loss", "policy_loss", "value_loss", "entropy", "approx_kl", "return"}
+    names = {"loss", "policy_loss", "value_loss", "entropy", "approx_kl", "return", "grad_norm"}
+    assert set(metrics) >= names
     assert all(torch.isfinite(v) for v in metrics.values())
     assert any(not torch.equal(before[k], v) for k, v in rl2.state_dict().items())
     with pytest.raises(ConfigError, match="^algorithm.minibatches: "):
-        learner(family, minibatches=16).train_step(env, optimizer)
+        small = learner(family, minibatches=16)
+        small.train_step(batch, stepping(small, optimizer))
 
 
 def test_train_step_on_tabular_mdps() -> None:
     family = RandomMDPs(states=4, actions=3, horizon=3, episodes=2)
     rl2 = learner(family, hidden_size=16, minibatches=2)
     optimizer = torch.optim.Adam(rl2.parameters(), lr=1e-3)
-    metrics = rl2.train_step(
-        family.make(family.draw(6, torch.Generator().manual_seed(5))), optimizer
-    )
+    metrics = rl2.train_step(trials(family, 6, 5), stepping(rl2, optimizer))
     assert all(torch.isfinite(v) for v in metrics.values())
 
 
@@ -182,8 +200,9 @@ def _train_on_bandits(updates: int) -> float:
     rl2 = learner(family, hidden_size=64)
     optimizer = torch.optim.Adam(rl2.parameters(), lr=3e-3, eps=1e-5)
     generator = torch.Generator().manual_seed(0)
+    update = stepping(rl2, optimizer)
     for _ in range(updates):
-        rl2.train_step(family.make(family.draw(500, generator)), optimizer)
+        rl2.train_step(Trials(family, family.draw(500, generator)), update)
     trials = FixedTrials(family, 500, TEST_SEED)
     return evaluate_policy(rl2.policy, trials).mean_ci95[0]
 
