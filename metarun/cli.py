@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 from metarun import distributed, launch
 from metarun.errors import MetarunError
 from metarun.resume import override_key, resume_run_dir, run_dir_to_resume
-from metarun.run import RunContext, check_objective, record_failure, run
+from metarun.run import RunContext, check_objective, check_pairing, record_failure, run
 from metarun.training.preemption import Preempted
 
 CONFIG_DIR = Path(str(files("metarun.configs")))
@@ -171,6 +171,7 @@ def preflight(argv: list[str]) -> DictConfig | None:
             )
             with open_dict(cfg):
                 hydra_cfg = cfg.pop("hydra")
+            check_pairing(cfg)  # before resolving: another family's keys may not interpolate
             OmegaConf.to_container(cfg, resolve=True)
             if args.multirun:
                 check_sweep_direction(hydra_cfg, cfg)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import ClassSupervised
@@ -35,6 +35,7 @@ from metarun.continuing import (
 )
 from metarun.data.episodes import EpisodeSpec, FixedEpisodes, TaskSampler
 from metarun.data.task import TaskSpec
+from metarun.envs.data_sets import TrialData
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
 from metarun.provenance import git_state, package_versions
@@ -141,6 +142,38 @@ def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str
     )
 
 
+def target_of(cfg: DictConfig, key: str) -> Any:
+    """The class (or a classmethod's class) a group's ``_target_`` names; None if it names
+    nothing importable (``build`` then reports it)."""
+    target = (cfg.get(key) or {}).get("_target_")
+    try:
+        found = get_object(target) if target else None
+    except Exception:
+        return None
+    return getattr(found, "__self__", found)
+
+
+def check_pairing(cfg: DictConfig) -> None:
+    """A learner of labelled examples cannot act, and an acting learner has no examples to
+    learn from: say so before any data is loaded (an image data set may take minutes)."""
+    data, learner = target_of(cfg, "dataset"), target_of(cfg, "algorithm")
+    if data is None or learner is None:
+        return
+    name = learner.__name__
+    if getattr(data, "acts", False) and not hasattr(learner, "policy"):
+        raise ConfigError(
+            "algorithm",
+            f"{name} learns from labelled examples, but the data set's tasks are acted in; "
+            f"use algorithm=rl2, random, ucb1, thompson, gittins or psrl",
+        )
+    if not getattr(data, "acts", False) and not hasattr(learner, "predict"):
+        raise ConfigError(
+            "algorithm",
+            f"{name} acts in tasks (dataset=bandit, tabular_mdp or point_nav), but the data "
+            f"set poses labelled episodes",
+        )
+
+
 def check_objective(direction: str, task: TaskSpec) -> None:
     """A sweeper's direction must match the returned validation metric."""
     wanted = "maximize" if task.higher_is_better else "minimize"
@@ -211,9 +244,40 @@ def make_logger(
     )
 
 
+def task_sets(
+    cfg: DictConfig, data: Any, learner: Any, runtime: Runtime
+) -> tuple[TaskSampler, FixedEpisodes, FixedEpisodes]:
+    """The training sampler and the fixed validation and test sets (from ``eval.seed`` and
+    ``eval.seed + 1``), on the run's device: image episodes in the learner's training shape,
+    or trials of a task family (every split the same distribution)."""
+    seeds = (cfg.eval.seed, cfg.eval.seed + 1)
+    if isinstance(data, TrialData):
+        counts = (cfg.eval.val_episodes, cfg.eval.test_episodes)
+        val, test = (
+            FixedEpisodes(data.sampler(split).to(runtime.device), count, seed)
+            for split, count, seed in zip(("val", "test"), counts, seeds, strict=True)
+        )
+        return data.sampler("train").to(runtime.device), val, test
+
+    evaluation = data.episodes
+    train_spec = learner.training_episodes(evaluation)
+
+    def placed(split: str, spec: EpisodeSpec, *keys: str) -> TaskSampler:
+        sampler = data.sampler(split, spec, *keys)
+        if hasattr(data, "place"):  # image data sets choose device or pinned host memory
+            return data.place(sampler, runtime.device)
+        return sampler.to(runtime.device)
+
+    sampler = placed("train", train_spec, training_keys(train_spec, evaluation))
+    val = FixedEpisodes(placed("val", evaluation), cfg.eval.val_episodes, seeds[0])
+    test = FixedEpisodes(placed("test", evaluation), cfg.eval.test_episodes, seeds[1])
+    return sampler, val, test
+
+
 def run(cfg: DictConfig, context: RunContext) -> float | None:
     """Train, validate and test one configuration; returns the best validation score (the
     objective a sweeper such as Optuna optimises)."""
+    check_pairing(cfg)  # before resolving: another family's keys may not interpolate
     run_dir = context.run_dir
     checkpoints = Checkpoints(run_dir / "checkpoints")
     summary_path = run_dir / "summary.json"
@@ -236,24 +300,14 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     if isinstance(learner, ClassSupervised):
         learner.set_training_classes(data.classes("train").num_classes)
     runtime.place(learner)
-
-    evaluation = data.episodes
-    train_spec = learner.training_episodes(evaluation)
-
-    def placed(split: str, spec: EpisodeSpec, *keys: str) -> TaskSampler:
-        sampler = data.sampler(split, spec, *keys)
-        if hasattr(data, "place"):  # image data sets choose device or pinned host memory
-            return data.place(sampler, runtime.device)
-        return sampler.to(runtime.device)
-
-    sampler = placed("train", train_spec, training_keys(train_spec, evaluation))
-    val_episodes = FixedEpisodes(placed("val", evaluation), cfg.eval.val_episodes, cfg.eval.seed)
-    test_episodes = FixedEpisodes(
-        placed("test", evaluation), cfg.eval.test_episodes, cfg.eval.seed + 1
-    )
+    sampler, val_episodes, test_episodes = task_sets(cfg, data, learner, runtime)
 
     check_learning_rate(cfg)
-    optimizers = build_optimisers(cfg, learner)
+    trains = any(p.requires_grad for p in learner.parameters())
+    optimizers = build_optimisers(cfg, learner) if trains else None
+    if not trains and runtime.is_main:
+        name = getattr(learner, "name", type(learner).__name__)
+        log.info("%s has nothing to train: validated and tested as it is", name)
 
     run_id = start.run_id
     logger = make_logger(cfg, runtime, start, context, resolved)
@@ -293,7 +347,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         learner.load_state_dict(best)
         result = evaluate(learner, test_episodes, data.task, runtime, cfg.eval.batch_size)
         logger.log(result.metrics("test"), trainer.step)
-        illustrate(learner, test_episodes, runtime, logger, trainer.step, "test")
+        illustrate(learner, test_episodes, runtime, logger, trainer.step, "test", result)
         if runtime.is_main:
             summary = write_summary(summary_path, result, trainer, runtime, context, resolved)
             logger.summary(summary_metrics(summary))
@@ -352,6 +406,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         f"test/{test['metric']}": test["mean"],
         f"test/{test['metric']}_ci95": test["ci95"],
         "test/episodes": test["episodes"],
+        **{f"test/{name}": value for name, value in test.get("extra", {}).items()},
         f"val/best_{best['metric']}": best["score"],
         "val/best_step": best["step"],
         "perf/episodes_per_s": summary["episodes_per_s"],

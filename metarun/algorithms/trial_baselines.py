@@ -54,9 +54,10 @@ class PolicyBaseline(nn.Module):
     meta_batch_size = 1  # unused: there is no meta-step
     autocast_safe = True
 
-    def __init__(self, make_policy: Callable[[], TrialPolicy]) -> None:
+    def __init__(self, make_policy: Callable[[], TrialPolicy], name: str) -> None:
         super().__init__()
         self.make_policy = make_policy
+        self.name = name
 
     @classmethod
     def for_task(
@@ -74,7 +75,7 @@ class PolicyBaseline(nn.Module):
                 f"{name} plays {DATASETS[plays_on]}, but the data set poses "
                 f"{described(task)} tasks",
             )
-        return cls(policy)
+        return cls(policy, name)
 
     def policy(self) -> TrialPolicy:
         return self.make_policy()

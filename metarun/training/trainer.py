@@ -317,7 +317,9 @@ class Trainer:
         self._check_finite()
         self._update_train_seconds()
         result = self.validate()
-        illustrate(self.learner, self.val_episodes, self.runtime, self.logger, self.step, "val")
+        illustrate(
+            self.learner, self.val_episodes, self.runtime, self.logger, self.step, "val", result
+        )
         improved = self.task.is_better(result.mean, self.best_score)
         if improved:
             self.best_score, self.best_step = result.mean, self.step
