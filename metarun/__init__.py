@@ -11,19 +11,19 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metarun.api import FewShotLearner, load
+    from metarun.api import ActingLearner, FewShotLearner, Transitions, load
 
 try:
     __version__ = version("metarun")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["FewShotLearner", "__version__", "load"]
+__all__ = ["ActingLearner", "FewShotLearner", "Transitions", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:
     """``metarun.load`` imports PyTorch on first use, so ``metarun-report`` starts fast."""
-    if name in ("FewShotLearner", "load"):
+    if name in ("ActingLearner", "FewShotLearner", "Transitions", "load"):
         from metarun import api
 
         return getattr(api, name)

@@ -159,7 +159,7 @@ def check_pairing(cfg: DictConfig) -> None:
     data, learner = target_of(cfg, "dataset"), target_of(cfg, "algorithm")
     if data is None or learner is None:
         return
-    name = learner.__name__
+    name = cfg.algorithm.get("name") or learner.__name__  # a strategy's config names it
     if getattr(data, "acts", False) and not hasattr(learner, "policy"):
         raise ConfigError(
             "algorithm",

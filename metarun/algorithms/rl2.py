@@ -31,10 +31,11 @@ with the same trust-region intent. Its details are named constructor arguments
   trials* (the GRU needs the sequence), in a fresh order each epoch; the order of trial ``i`` is
   drawn from its own key (``fold(stream(key, "minibatches"), epoch)``), never from torch's
   global generator.
-- ``max_grad_norm`` (0.5): the gradient norm is clipped before every step.
+- ``max_grad_norm`` (0.5): the gradient norm is clipped before every update; in the runner
+  that is ``trainer.grad_clip``, which ``rl2.yaml`` sets.
 - The optimiser (Adam; CleanRL uses ``eps=1e-5``) and learning-rate annealing (CleanRL anneals
-  linearly to 0 over the run) belong to the caller, as for every learner: ``train_step`` steps
-  the optimiser it is given; ``scripts/rl2_bandits.py`` anneals with ``LambdaLR``.
+  linearly to 0 over the run) belong to the runner, as for every learner
+  (``optimizer=adam_linear``).
 
 Rollouts: ``train_step`` plays its ``[B]`` trials with ``metarun.envs.evaluate.play``, the loop
 that evaluation uses, so a training trial is played exactly as a test trial would be. Actions
