@@ -166,7 +166,8 @@ def check_pairing(cfg: DictConfig) -> None:
             f"{name} learns from labelled examples, but the data set's tasks are acted in; "
             f"use algorithm=rl2, random, ucb1, thompson, gittins or psrl",
         )
-    if not getattr(data, "acts", False) and not hasattr(learner, "predict"):
+    acts_only = hasattr(learner, "policy") and not hasattr(learner, "predict")
+    if not getattr(data, "acts", False) and acts_only:
         raise ConfigError(
             "algorithm",
             f"{name} acts in tasks (dataset=bandit, tabular_mdp or point_nav), but the data "

@@ -49,7 +49,11 @@ BACKBONES = {
         "model.dropblock_size=2",
     ],
 }
-CASES = [(algorithm, backbone) for algorithm in options("algorithm") for backbone in BACKBONES]
+ACTING = {"gittins", "psrl", "random", "rl2", "thompson", "ucb1"}
+"""Learners of tasks you act in only: their promises are tested on trials (tests/envs,
+tests/test_run_trials.py); ``test_the_acting_set_is_complete`` keeps this list honest."""
+LEARNERS = [algorithm for algorithm in options("algorithm") if algorithm not in ACTING]
+CASES = [(algorithm, backbone) for algorithm in LEARNERS for backbone in BACKBONES]
 
 
 def small_learner(algorithm: str, backbone: str) -> torch.nn.Module | None:

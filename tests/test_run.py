@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from every_learner import LEARNERS
 
 from metarun import run as run_module
-from metarun.cli import options
 from metarun.data.episodes import FixedEpisodes
 from metarun.errors import ConfigError, MetarunError
 from metarun.run import RunContext, run
@@ -55,7 +55,7 @@ def test_every_algorithm_is_tested_on_the_same_fixed_episodes(
 
     monkeypatch.setattr(run_module, "FixedEpisodes", Recording)
     shared = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
-    for seed, current in enumerate(options("algorithm")):  # other training seeds too
+    for seed, current in enumerate(LEARNERS):  # other training seeds too (trials: their own)
         overrides = [*shared, f"algorithm={current}", f"seed={seed}", *NO_TRAINING]
         run(compose_config(overrides), RunContext(tmp_path / current, current))
     reference = plans["maml"]

@@ -72,3 +72,16 @@ def test_an_episodes_predictions_depend_on_it_alone(algorithm, backbone) -> None
             classify = learner.adapt(batch.support_x[i], batch.support_y[i])
             adapted = classify(batch.query_x[i])
             torch.testing.assert_close(adapted, together[i], rtol=1e-7, atol=1e-9, msg=f"ep {i}")
+
+
+def test_the_acting_set_is_complete(compose_config) -> None:
+    """``every_learner.ACTING`` holds exactly the algorithms that act and cannot predict."""
+    from metarun.cli import options
+    from metarun.run import target_of
+
+    acting = set()
+    for algorithm in options("algorithm"):
+        learner = target_of(compose_config([f"algorithm={algorithm}"]), "algorithm")
+        if hasattr(learner, "policy") and not hasattr(learner, "predict"):
+            acting.add(algorithm)
+    assert acting == every_learner.ACTING
