@@ -63,16 +63,22 @@ class AdaptedLearner:
         return self.classes[outputs[..., : len(self.classes)].argmax(-1)]
 
 
-class FewShotLearner:
-    def __init__(self, learner: Any, data: Any, config: dict[str, Any], device: torch.device):
-        self.learner = learner
-        self.data = data
-        self.config = config
-        self.device = device
+@dataclass
+class LoadedRun:
+    """A run's learner rebuilt from its checkpoint, with its data set's description."""
+
+    learner: Any
+    data: Any
+    config: dict[str, Any]
+    device: torch.device
 
     @property
     def task(self) -> TaskSpec:
         return self.data.task
+
+
+class FewShotLearner(LoadedRun):
+    """A learner of labelled episodes: ``adapt`` on a support set, then predict."""
 
     def preprocess(self, raw: Any) -> Tensor:
         """A raw input (a PIL image for image data sets) as the tensor the model expects."""
@@ -115,18 +121,8 @@ class Transitions:
             yield self.observations[:, t], self.actions[:, t], step
 
 
-class ActingLearner:
+class ActingLearner(LoadedRun):
     """A trained learner (or strategy) of tasks you act in, and the family it was trained on."""
-
-    def __init__(self, learner: Any, data: Any, config: dict[str, Any], device: torch.device):
-        self.learner = learner
-        self.data = data
-        self.config = config
-        self.device = device
-
-    @property
-    def task(self) -> TaskSpec:
-        return self.data.task
 
     def tasks(self, count: int, seed: int) -> Environment:
         """``count`` new tasks of the run's family, drawn from ``seed``, as environments."""

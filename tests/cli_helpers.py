@@ -122,3 +122,18 @@ TINY_ALGORITHM = {
         "algorithm.generator_channels=8",
     ),
 }
+
+
+# RL² on bandits, small: a GRU of 8 units, 8 trials per meta-step, seconds per run.
+TINY_RL2 = (
+    "algorithm=rl2",
+    "dataset=bandit",
+    "logger=none",
+    "hardware=cpu",
+    "algorithm.hidden_size=8",
+    "algorithm.meta_batch_size=8",
+    "algorithm.minibatches=2",
+    "trainer.val_every=2",
+    "trainer.log_every=1",
+    "eval.val_episodes=16",
+)

@@ -7,24 +7,13 @@ import json
 
 import pytest
 import torch
+from cli_helpers import TINY_RL2 as TINY
 
 import metarun
 from metarun.envs.evaluate import FixedTrials, evaluate_policy
 from metarun.run import RunContext, run
 
-TINY_RL2 = [
-    "algorithm=rl2",
-    "dataset=bandit",
-    "logger=none",
-    "hardware=cpu",
-    "algorithm.hidden_size=8",
-    "algorithm.meta_batch_size=8",
-    "algorithm.minibatches=2",
-    "trainer.max_steps=2",
-    "trainer.val_every=1",
-    "eval.val_episodes=16",
-    "eval.test_episodes=40",
-]
+TINY_RL2 = [*TINY, "trainer.max_steps=2", "trainer.val_every=1", "eval.test_episodes=40"]
 
 
 @pytest.fixture(scope="module")
