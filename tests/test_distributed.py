@@ -73,6 +73,7 @@ def assert_same_results(distributed: Path, single: Path) -> None:
     mine, theirs = (json.loads((d / "summary.json").read_text()) for d in (distributed, single))
     for part in ("test", "best_val"):
         assert mine[part].pop("metric") == theirs[part].pop("metric")
+        assert mine[part].pop("unit", None) == theirs[part].pop("unit", None)
         assert mine[part] == pytest.approx(theirs[part], rel=1e-6)
     assert mine["processes"] == 2 and theirs["processes"] == 1
 

@@ -60,7 +60,10 @@ class EvalResult:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, but the trials-only ones (``extra``, ``episode_returns``) only when
+        they hold something."""
+        fields = asdict(self)
+        return {k: v for k, v in fields.items() if v or k not in ("extra", "episode_returns")}
 
 
 @torch.no_grad()
