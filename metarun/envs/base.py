@@ -35,12 +35,16 @@ class Step:
     observation: Tensor
     """``[B, ...]``: the next observation (the first one of the next episode after a boundary)."""
     reward: Tensor
-    """``[B]`` float32."""
+    """``[B]`` float32, or ``[B, rollouts]`` for a family whose trial runs several rollouts of
+    its task side by side (``metarun.envs.point_nav``)."""
     done: Tensor
     """``[B]`` bool: this step ended an episode."""
     reached: Tensor
     """``[B, ...]``: the observation the step led to before an episode's automatic restart
     (``observation`` itself except where ``done``), for learners that count transitions."""
+    active: Tensor | None = None
+    """``reward``'s shape, bool: which rollouts were still running when the step was taken
+    (False once a point robot has arrived: its path is over; None: all of them)."""
 
 
 class Environment(Protocol):

@@ -37,7 +37,8 @@ class TrialPlay:
     """What a policy earned on a batch of trials."""
 
     episode_returns: Tensor
-    """``[B, episodes]``: the return of each episode of each trial."""
+    """``[B, episodes]``: the return of each episode of each trial (the mean over its rollouts
+    where a trial has several, ``metarun.envs.point_nav``)."""
     regret: Tensor | None
     """``[B]``: pseudo-regret, the best arm's expected reward times the pulls minus the chosen
     arms' expected rewards (bandits; None for environments without expected rewards)."""
@@ -58,7 +59,8 @@ def play(policy: TrialPolicy, env: Environment) -> TrialPlay:
             earned = gain if earned is None else earned + gain
         step = env.step(actions)
         policy.observe(actions, step)
-        episode = step.reward if episode is None else episode + step.reward
+        reward = step.reward.reshape(len(step.reward), -1).mean(1)  # rollouts share a task
+        episode = reward if episode is None else episode + reward
         if bool(step.done.all()):
             returns.append(episode)
             episode = None

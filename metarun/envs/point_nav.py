@@ -1,16 +1,21 @@
 """2-D point-robot navigation, the MAML paper's first RL task family (Finn, Abbeel & Levine 2017,
 ICML, §5.3): a point starts at the origin, each task has a goal drawn uniformly in
-[-0.5, 0.5]^2, an action is a displacement clipped to [-0.1, 0.1] per axis, the reward is minus
-the distance to the goal after the move, and an episode lasts at most 100 steps.
+[-0.5, 0.5]^2, an action in [-1, 1] per axis moves it by up to 0.1 along that axis, the reward is
+minus the distance to the goal after the move, and an episode lasts at most 100 steps.
 
 Read for the facts (authors' code, ``cbfinn/maml_rl``): ``maml_examples/point_env_randgoal.py``
 (goals ``uniform(-0.5, 0.5, size=2)``, start ``(0, 0)``, ``state += action``, reward
 ``-sqrt(dx^2 + dy^2)``, and the episode ends early once ``|dx| < 0.01`` and ``|dy| < 0.01``),
-``rllab/envs/normalized_env.py`` (the policy's action in [-1, 1] is mapped to the action box
-[-0.1, 0.1] and clipped; here the action is the displacement itself, clipped to that box) and
+``rllab/envs/normalized_env.py`` (the policy's action in [-1, 1] is mapped linearly onto the
+action box [-0.1, 0.1] and clipped to it: ``max_step * clip(action, -1, 1)``) and
 ``maml_examples/maml_trpo_point.py`` (``max_path_length = 100``). An episode that reaches the
 goal early is over: here it stays where it stopped and earns nothing until the horizon, so a
 batch keeps one shape; its return equals the shorter path's.
+
+MAML adapts on several trajectories of one task (the code's ``fast_batch_size = 20``), so a
+trial holds ``rollouts`` robots that share the task's goal and move independently: observations
+are ``[B, rollouts, 2]``, rewards ``[B, rollouts]``, and a trial's episode return is the mean of
+its rollouts' returns (``metarun.envs.evaluate.play``).
 
 The dynamics are deterministic: the key is carried for the learners' own draws.
 """
@@ -25,7 +30,8 @@ from metarun.errors import ConfigError
 
 
 class PointTrials:
-    """``[B]`` point robots; the observation is the position, ``[B, 2]`` float32."""
+    """``[B]`` trials of ``rollouts`` point robots each; the observation is the position,
+    ``[B, rollouts, 2]`` float32."""
 
     def __init__(
         self,
@@ -35,23 +41,25 @@ class PointTrials:
         horizon: int,
         max_step: float,
         goal_radius: float,
+        rollouts: int = 1,
     ) -> None:
         self.goals = goals.to(torch.float32)
+        self.rollouts = rollouts
         self.keys = keys
         self.episodes = episodes
         self.horizon = horizon
         self.max_step = max_step
         self.goal_radius = goal_radius
         self.t = 0
-        self.position = torch.zeros_like(self.goals)
-        self.arrived = torch.zeros(len(self), dtype=torch.bool, device=self.goals.device)
+        self._start_episode()
 
     def __len__(self) -> int:
         return self.goals.shape[0]
 
     def _start_episode(self) -> None:
-        self.position = torch.zeros_like(self.goals)
-        self.arrived = torch.zeros_like(self.arrived)
+        shape = (len(self), self.rollouts)
+        self.position = self.goals.new_zeros(*shape, 2)
+        self.arrived = torch.zeros(shape, dtype=torch.bool, device=self.goals.device)
 
     def reset(self) -> Tensor:
         self.t = 0
@@ -61,19 +69,19 @@ class PointTrials:
     def step(self, actions: Tensor) -> Step:
         if self.t >= self.episodes * self.horizon:
             raise RuntimeError("the trials are over; call reset()")
-        move = actions.to(self.goals.device, torch.float32).clamp(-self.max_step, self.max_step)
+        move = self.max_step * actions.to(self.goals.device, torch.float32).clamp(-1.0, 1.0)
         moving = ~self.arrived
-        self.position = torch.where(moving[:, None], self.position + move, self.position)
-        offset = self.position - self.goals
-        reward = torch.where(moving, -offset.norm(dim=1), torch.zeros_like(offset[:, 0]))
-        self.arrived = self.arrived | (offset.abs() < self.goal_radius).all(dim=1)
+        self.position = torch.where(moving[..., None], self.position + move, self.position)
+        offset = self.position - self.goals[:, None]
+        reward = torch.where(moving, -offset.norm(dim=-1), torch.zeros_like(offset[..., 0]))
+        self.arrived = self.arrived | (offset.abs() < self.goal_radius).all(dim=-1)
         self.t += 1
         ended = self.t % self.horizon == 0
         done = torch.full((len(self),), ended, dtype=torch.bool, device=self.goals.device)
         reached = self.position.clone()
         if ended:
             self._start_episode()
-        return Step(self.position.clone(), reward, done, reached)
+        return Step(self.position.clone(), reward, done, reached, moving)
 
 
 class PointGoals:
@@ -86,8 +94,10 @@ class PointGoals:
         goal_range: tuple[float, float] = (-0.5, 0.5),
         max_step: float = 0.1,
         goal_radius: float = 0.01,
+        rollouts: int = 1,
     ) -> None:
         self.episodes = at_least("dataset.episodes", episodes)
+        self.rollouts = at_least("dataset.rollouts", rollouts)
         self.horizon = at_least("dataset.horizon", horizon)
         low, high = goal_range
         if not low <= high:
@@ -110,5 +120,11 @@ class PointGoals:
         if goals.shape[1] != 2:
             raise ValueError(f"a plan row is [key, goal_x, goal_y], got {goals.shape[1] + 1}")
         return PointTrials(
-            goals, keys, self.episodes, self.horizon, self.max_step, self.goal_radius
+            goals,
+            keys,
+            self.episodes,
+            self.horizon,
+            self.max_step,
+            self.goal_radius,
+            self.rollouts,
         )
