@@ -40,7 +40,7 @@ class EvalResult:
     ci95: float
     episodes: int
     unit: str = "episodes"  # what was counted: "episodes", or "trials" of tasks you act in
-    extra: dict[str, float] = field(default_factory=dict)  # e.g. regret and regret_ci95
+    extra: dict[str, float] = field(default_factory=dict)  # regret, first and last episode
     episode_returns: list[float] = field(default_factory=list)  # trials: mean per episode
 
     def line(self, split: str) -> str:
@@ -48,8 +48,10 @@ class EvalResult:
         1000 trials)``."""
         mean, ci95 = formatted(self.metric, self.mean), formatted(self.metric, self.ci95)
         line = f"{split} {self.metric} {mean} ± {ci95} (95% CI, {self.episodes} {self.unit})"
-        if "regret" in self.extra:
-            line += f", regret {self.extra['regret']:.2f} ± {self.extra['regret_ci95']:.2f}"
+        for name in ("regret", "first_episode", "last_episode"):
+            if name in self.extra:
+                value, ci95 = self.extra[name], self.extra[f"{name}_ci95"]
+                line += f", {name.replace('_', ' ')} {value:.2f} ± {ci95:.2f}"
         return line
 
     def metrics(self, split: str) -> dict[str, float]:
@@ -97,7 +99,11 @@ def evaluate(
     extra = {}
     if "regret" in every:
         extra["regret"], extra["regret_ci95"] = mean_and_ci95(every["regret"])
-    per_episode = every["episode_returns"].mean(dim=0).tolist()
+    by_episode = every["episode_returns"]
+    if by_episode.shape[1] > 1:  # does the learner improve within a trial, and by how much
+        extra["first_episode"], extra["first_episode_ci95"] = mean_and_ci95(by_episode[:, 0])
+        extra["last_episode"], extra["last_episode_ci95"] = mean_and_ci95(by_episode[:, -1])
+    per_episode = by_episode.mean(dim=0).tolist()
     return EvalResult(task.metric, mean, ci95, len(episodes), "trials", extra, per_episode)
 
 
