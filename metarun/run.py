@@ -160,11 +160,13 @@ def check_pairing(cfg: DictConfig) -> None:
     if data is None or learner is None:
         return
     name = cfg.algorithm.get("name") or learner.__name__  # a strategy's config names it
-    if getattr(data, "acts", False) and not hasattr(learner, "policy"):
+    can_act = hasattr(learner, "policy") and getattr(learner, "acts_in_tasks", True)
+    if getattr(data, "acts", False) and not can_act:
         raise ConfigError(
             "algorithm",
             f"{name} learns from labelled examples, but the data set's tasks are acted in; "
-            f"use algorithm=rl2, random, ucb1, thompson, gittins or psrl",
+            f"use algorithm=rl2, random, ucb1, thompson, gittins or psrl (or maml, metasgd "
+            f"or anil on point_nav)",
         )
     acts_only = hasattr(learner, "policy") and not hasattr(learner, "predict")
     if not getattr(data, "acts", False) and acts_only:

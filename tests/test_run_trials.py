@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import metarun
 from metarun.envs import BernoulliBandits
 from metarun.envs.bandit_policies import UCB1
 from metarun.envs.evaluate import FixedTrials, evaluate_policy
@@ -38,7 +39,8 @@ def test_a_baseline_is_tested_untrained_on_the_trials_from_eval_seed_plus_one(
     ("overrides", "says"),
     [
         (["algorithm=protonet", "dataset=bandit"], "ProtoNet learns from labelled examples"),
-        (["algorithm=maml", "dataset=tabular_mdp"], "MAML learns from labelled examples"),
+        (["algorithm=mamlpp", "dataset=point_nav"], "MAMLPlusPlus learns from labelled exam"),
+        (["algorithm=platipus", "dataset=bandit"], "PLATIPUS learns from labelled examples"),
         (["algorithm=rl2", "dataset=sinusoid"], "RL2 acts in tasks"),
         (["algorithm=ucb1", "dataset=omniglot"], "ucb1 acts in tasks"),
     ],
@@ -55,6 +57,8 @@ def test_a_learner_and_data_set_of_other_kinds_are_refused_before_loading(
     [
         (["algorithm=ucb1", "dataset=tabular_mdp"], "ucb1 plays dataset=bandit"),
         (["algorithm=psrl", "dataset=bandit"], "psrl plays dataset=tabular_mdp"),
+        (["algorithm=maml", "dataset=tabular_mdp"], "MAML's policy is a Gaussian over continuous"),
+        (["algorithm=maml", "dataset=point_nav", "dataset.rollouts=0"], "dataset.rollouts"),
         (["algorithm=ucb1", "dataset=bandit", "dataset.arms=0"], "dataset.arms: must be"),
         (["algorithm=random", "dataset=tabular_mdp", "dataset.horizon=0"], "dataset.horizon"),
     ],
@@ -64,3 +68,20 @@ def test_bad_trial_settings_are_one_line_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=f"^{says}|^algorithm: {says}"):
         run(compose_config([*overrides, *BASE]), RunContext(tmp_path, "bad"))
+
+
+def test_maml_on_point_nav_trains_and_tests_before_and_after_adaptation(
+    tmp_path, compose_config
+) -> None:
+    small = ["dataset.rollouts=4", "dataset.horizon=10", "model.hidden=[8]"]
+    steps = ["algorithm.meta_batch_size=4", "trainer.max_steps=2", "trainer.val_every=2"]
+    counts = ["eval.val_episodes=4", "eval.test_episodes=6"]
+    cfg = compose_config(["algorithm=maml", "dataset=point_nav", *small, *steps, *BASE, *counts])
+    run(cfg, RunContext(tmp_path, "maml_rl"))
+    test = json.loads((tmp_path / "summary.json").read_text())["test"]
+    assert len(test["episode_returns"]) == 4  # before adapting, then after 1, 2 and 3 steps
+    assert test["extra"]["first_episode"] == pytest.approx(test["episode_returns"][0])
+    assert test["extra"]["last_episode"] == pytest.approx(test["episode_returns"][-1])
+    agent = metarun.load(tmp_path)
+    direct = evaluate_policy(agent.learner.policy, FixedTrials(agent.data.family, 6, 1))
+    assert test["mean"] == pytest.approx(direct.mean_ci95[0], abs=1e-4)

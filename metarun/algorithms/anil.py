@@ -101,9 +101,10 @@ class ANIL(MAML):
         steps: int,
         first_order: bool,
         keys: Tensor | None = None,
+        start: Params | None = None,
     ) -> list[tuple[int, Params]]:
         features = self.embed(support_x, stream(keys, "body support"))
-        return super().adapt_batch(features, support_y, steps, first_order, keys)
+        return super().adapt_batch(features, support_y, steps, first_order, keys, start)
 
     def _query(self, params: Params, x: Tensor, step: int, keys: Tensor | None = None) -> Tensor:
         return super()._query(params, self.embed(x, stream(keys, "body query")), step, keys)

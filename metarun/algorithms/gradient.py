@@ -24,6 +24,10 @@ the number of inner steps, for the price of one more forward pass of the inner l
 BatchNorm is one key for the whole family (``batch_norm``): ``transductive`` (statistics of the
 batch at hand, in training and at test, as MAML reports), ``per_step`` (running statistics kept
 per inner step and used at test, as in MAML++), or ``none`` (no normalisation layers).
+
+On tasks you act in (``dataset=point_nav``) the support and query sets are rollouts and the
+loss is the policy gradient's surrogate: ``metarun.algorithms.policy_search`` (MAML-RL), mixed
+in here, so MAML, Meta-SGD and ANIL act through the same hooks.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from torch.utils import checkpoint as torch_checkpoint
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.policy_search import PolicySearch
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec, batched_loss
 from metarun.errors import ConfigError
+from metarun.models.gaussian_policy import GaussianPolicy
 from metarun.models.norm import (
     BATCH_NORM_MODES,
     NORMALISATION_LAYERS,
@@ -124,7 +130,25 @@ def check_positive(key: str, value: float) -> float:
     return value
 
 
-class GradientLearner(nn.Module):
+def check_acting(learner: type, task: TaskSpec) -> None:
+    """Tasks you act in need a member defined on rollouts and a Gaussian policy's actions."""
+    if task.kind != "control":
+        return
+    if not learner.acts_in_tasks:
+        raise ConfigError(
+            "algorithm",
+            f"{learner.__name__} is not defined on rollouts; on tasks you act in use "
+            f"algorithm=maml, metasgd or anil",
+        )
+    if not task.continuous_actions:
+        raise ConfigError(
+            "algorithm",
+            f"{learner.__name__}'s policy is a Gaussian over continuous actions (dataset="
+            f"point_nav); for discrete actions use algorithm=rl2 or a baseline",
+        )
+
+
+class GradientLearner(PolicySearch, nn.Module):
     """The shared inner loop; subclasses choose the rule and, where their paper differs, the
     hooks named in the module docstring."""
 
@@ -146,10 +170,15 @@ class GradientLearner(nn.Module):
         batch_norm: str = "transductive",
         checkpoint_steps: bool = False,
         adapt_norm: bool = True,
+        discount: float = 0.99,
     ) -> None:
         """``adapt_norm=False`` keeps the normalisation layers' affine weights out of the inner
-        loop (meta-learned in the outer loop only), as MAML's and MAML++'s code does."""
+        loop (meta-learned in the outer loop only), as MAML's and MAML++'s code does.
+        ``discount``: the returns' discount on tasks you act in (MAML-RL's 0.99)."""
         super().__init__()
+        check_acting(type(self), task)
+        if not 0 < discount <= 1:
+            raise ConfigError("algorithm.discount", f"must be in (0, 1], got {discount}")
         check_at_least("inner_steps", inner_steps, 1)
         check_at_least("test_inner_steps", test_inner_steps, 0)
         check_at_least("meta_batch_size", meta_batch_size, 1)
@@ -170,6 +199,7 @@ class GradientLearner(nn.Module):
         self.batch_norm = batch_norm
         self.checkpoint_steps = checkpoint_steps
         self.adapt_norm = adapt_norm
+        self.discount = float(discount)
         if batch_norm == "per_step" and test_inner_steps > inner_steps:
             raise ConfigError(
                 "algorithm.test_inner_steps",
@@ -181,7 +211,13 @@ class GradientLearner(nn.Module):
 
     # -- hooks -----------------------------------------------------------------------------
     def build_model(self, model: ModelFactory) -> nn.Module:
-        network = model(self.task.input_shape, self.task.output_size)
+        """The model with its head; on tasks you act in, a Gaussian policy on its features."""
+        if self.task.kind == "control":
+            network: nn.Module = GaussianPolicy(
+                model(self.task.input_shape, None), self.task.output_size
+            )
+        else:
+            network = model(self.task.input_shape, self.task.output_size)
         return apply_batch_norm(network, self.batch_norm, self.inner_steps)
 
     def build_rule(self, params: Params) -> UpdateRule:
@@ -353,6 +389,8 @@ class GradientLearner(nn.Module):
         return predictions
 
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.task.kind == "control":
+            return self.policy_meta_loss(batch)
         weights = self.step_loss_weights()
         trajectory = self.adapt_batch(
             batch.support_x, batch.support_y, self.inner_steps, not self.second_order, batch.keys

@@ -111,6 +111,8 @@ def _key(name: str) -> str:
 
 
 class MAMLPlusPlus(GradientLearner):
+    acts_in_tasks = False  # its multi-step loss and per-step BatchNorm are a query set's
+
     def __init__(
         self,
         model: ModelFactory,

@@ -133,6 +133,8 @@ class MetaLSTMRule(UpdateRule):
 
 
 class MetaLSTM(GradientLearner):
+    acts_in_tasks = False  # its LSTM reads the support loss of labelled episodes
+
     def __init__(
         self,
         model: ModelFactory,

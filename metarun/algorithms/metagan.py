@@ -100,6 +100,8 @@ def fake_metrics(real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
 class MetaGANMAML(MAML):
     """MAML whose network is the (N+1)-way discriminator, adapted on support and fakes."""
 
+    acts_in_tasks = False  # its fake class is a classifier's
+
     def __init__(
         self,
         model: ModelFactory,

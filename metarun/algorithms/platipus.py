@@ -118,6 +118,8 @@ def draw_functions(
 
 
 class PLATIPUS(GradientLearner):
+    acts_in_tasks = False  # its posterior and KL are defined on labelled support and query sets
+
     def __init__(
         self,
         model: ModelFactory,

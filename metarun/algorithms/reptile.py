@@ -107,6 +107,8 @@ def take(x: Tensor, index: Tensor) -> Tensor:
 
 
 class Reptile(GradientLearner):
+    acts_in_tasks = False  # its outer step moves towards weights adapted on labelled episodes
+
     def __init__(
         self,
         model: ModelFactory,

@@ -15,6 +15,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor
 
+from metarun.models.gaussian_policy import gaussian_log_prob
+
 TaskKind = Literal["classification", "regression", "control"]
 METRICS = {"classification": "acc", "regression": "mse", "control": "return"}
 
@@ -35,9 +37,19 @@ class TaskSpec:
         return self.kind != "regression"
 
     def loss(self, predictions: Tensor, targets: Tensor) -> Tensor:
-        """Mean loss over a set of examples; ``predictions`` are ``[n, outputs]``."""
+        """Mean loss over a set of examples; ``predictions`` are ``[n, outputs]``. For
+        ``control`` the examples are steps a policy took: ``predictions`` its Gaussian at each
+        (``metarun.models.gaussian_policy``), ``targets`` the action taken and that step's
+        weight (its advantage), ``[n, actions + 1]``, and the loss is the policy-gradient
+        surrogate ``-mean(log pi(a | s) * weight)`` (what the gradient family's inner loop
+        descends on a task's rollouts, ``metarun.algorithms.policy_search``)."""
         if self.kind == "classification":
             return F.cross_entropy(predictions, targets)
+        if self.kind == "control":
+            if not self.continuous_actions:
+                raise ValueError("the policy-gradient loss is defined for continuous actions")
+            actions, weights = targets[..., :-1], targets[..., -1]
+            return -(gaussian_log_prob(predictions, actions) * weights).mean()
         return F.mse_loss(predictions, targets)
 
     def score(self, predictions: Tensor, targets: Tensor) -> Tensor:
