@@ -35,7 +35,7 @@ from metarun.envs.data_sets import TrialData
 from metarun.envs.policies import TrialPolicy
 from metarun.envs.trials import Trials
 from metarun.randomness import stream
-from metarun.training.checkpoint import load_checkpoint
+from metarun.training.checkpoint import checkpoint_path, load_checkpoint
 
 
 class AdaptedLearner:
@@ -147,11 +147,6 @@ class ActingLearner(LoadedRun):
             policy.act(observation.to(self.device))  # advances the policy's own clock and state
             policy.observe(action.to(self.device), step)
         return policy
-
-
-def checkpoint_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "checkpoints" / "best.pt" if path.is_dir() else path
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> FewShotLearner | ActingLearner:

@@ -38,6 +38,7 @@ from metarun.data.task import TaskSpec
 from metarun.envs.data_sets import TrialData
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
+from metarun.pretrained import PretrainedSource, freeze_encoder, load_encoder, read_source
 from metarun.provenance import git_state, package_versions
 from metarun.tracking.console import NullReporter, make_reporter
 from metarun.tracking.figure_files import FigureFiles
@@ -277,6 +278,28 @@ def task_sets(
     return sampler, val, test
 
 
+def start_encoder(
+    cfg: DictConfig,
+    learner: Any,
+    source: PretrainedSource | None,
+    resumed: dict[str, Any] | None,
+    is_main: bool,
+) -> dict[str, Any] | None:
+    """Load and freeze the pretrained encoder as ``pretrained`` asks; the source's record
+    (kept from the checkpoint when resuming)."""
+    if source is not None:
+        copied = load_encoder(learner, source)
+        if is_main:
+            log.info("encoder from %s (%d tensors)", source.path, copied)
+    if (cfg.get("pretrained") or {}).get("freeze"):
+        frozen = freeze_encoder(learner)
+        if is_main:
+            log.info("encoder frozen (%d parameters)", frozen)
+    if source is not None:
+        return source.record()
+    return resumed.get("pretrained") if resumed else None
+
+
 def run(cfg: DictConfig, context: RunContext) -> float | None:
     """Train, validate and test one configuration; returns the best validation score (the
     objective a sweeper such as Optuna optimises)."""
@@ -296,12 +319,14 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         return done["best_val"]["score"]
 
     check_evaluation(cfg)
+    source = read_source(cfg) if resumed is None else None  # a resumed run has its weights
     torch.manual_seed(cfg.seed)
     with runtime.main_first():  # one process downloads and caches the data
         data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
     if isinstance(learner, ClassSupervised):
         learner.set_training_classes(data.classes("train").num_classes)
+    pretrained = start_encoder(cfg, learner, source, resumed, runtime.is_main)
     runtime.place(learner)
     sampler, val_episodes, test_episodes = task_sets(cfg, data, learner, runtime)
 
@@ -334,6 +359,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
             "overrides": list(context.overrides),
             "wandb_run_id": run_id,
             "data": data.state_dict() if hasattr(data, "state_dict") else {},
+            **({"pretrained": pretrained} if pretrained else {}),
         },
     )
     if resumed is not None:
@@ -398,6 +424,8 @@ def write_summary(
         "git": git_state(),
         "versions": package_versions(),
     }
+    if "pretrained" in trainer.run_state:
+        summary["pretrained"] = trainer.run_state["pretrained"]
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
     return summary
 

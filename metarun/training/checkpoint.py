@@ -24,6 +24,12 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_torch_save({"format": FORMAT, "version": VERSION, **state}, path)
 
 
+def checkpoint_path(path: str | Path) -> Path:
+    """A run directory's best checkpoint, or the ``.pt`` file given."""
+    path = Path(path)
+    return path / "checkpoints" / "best.pt" if path.is_dir() else path
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -36,7 +36,7 @@ def parameter_groups(learner: nn.Module) -> dict[str, list[nn.Parameter]]:
     share a parameter, and every trainable parameter must be in one (else it would silently
     never train)."""
     if not isinstance(learner, Phased):
-        return {DEFAULT_GROUP: list(learner.parameters())}
+        return {DEFAULT_GROUP: [p for p in learner.parameters() if p.requires_grad]}
     groups = {name: list(params) for name, params in learner.parameter_groups().items()}
     seen: dict[int, str] = {}
     for name, params in groups.items():
