@@ -38,6 +38,7 @@ SMALL = {
     "fce_steps": 2,
     "msl_anneal_steps": 2,
     "test_samples": 3,
+    "set_channels": 8,
 }
 # The default backbone, and one that draws random numbers in every forward pass in training.
 BACKBONES = {

@@ -16,6 +16,7 @@ from metarun.algorithms.base import (
     Updating,
 )
 from metarun.algorithms.baseline import Baseline
+from metarun.algorithms.cnaps import CNAPs, SimpleCNAPs
 from metarun.algorithms.gradient import GradientLearner, SGDStep, UpdateRule
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mamlpp import MAMLPlusPlus
@@ -44,6 +45,8 @@ __all__ = [
     "PLATIPUS",
     "SNAIL",
     "Baseline",
+    "CNAPs",
+    "SimpleCNAPs",
     "ClassSupervised",
     "GradientLearner",
     "MAMLPlusPlus",
