@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import metarun
 from metarun.envs import BernoulliBandits
@@ -85,3 +86,19 @@ def test_maml_on_point_nav_trains_and_tests_before_and_after_adaptation(
     agent = metarun.load(tmp_path)
     direct = evaluate_policy(agent.learner.policy, FixedTrials(agent.data.family, 6, 1))
     assert test["mean"] == pytest.approx(direct.mean_ci95[0], abs=1e-4)
+    env = agent.tasks(count=2, seed=5)  # one episode of random moves, then MAML adapts on it
+    moves = torch.rand(2, 10, 4, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    observations, rewards, observation = [], [], env.reset()
+    for t in range(10):
+        observations.append(observation)
+        step = env.step(moves[:, t])
+        rewards.append(step.reward)
+        observation = step.observation
+    dones = torch.zeros(2, 10, dtype=torch.bool)
+    dones[:, -1] = True
+    recorded = metarun.Transitions(
+        torch.stack(observations, 1), moves, torch.stack(rewards, 1), dones
+    )
+    policy = agent.adapt(env, recorded)
+    assert policy.steps == 1 and policy.params is not None
+    assert policy.act(observation).shape == (2, 4, 2)
