@@ -15,6 +15,10 @@ encoder embeds context and target (query) images. The heads differ:
   class mean under a regularised class covariance, ``Q_k = l_k S_k + (1 - l_k) S_task + I``
   with ``l_k = n_k / (n_k + 1)``: ``-(x - mu_k)^T Q_k^-1 (x - mu_k)``.
 
+``feature_adaptation: film+ar`` is the paper's autoregressive variant: each layer's FiLM is
+made from ``z`` and the context's activations reaching that layer through the adapted layers
+before it (``FiLMARAdaptation``; the target pass reuses the context's modulations).
+
 The training loss is each task's cross-entropy plus 0.001 x the FiLM regularisers' ``sum r^2``
 per task (``run_cnaps.py``: ``task_loss / tasks_per_batch + 0.001 * regularization_term`` for
 each of 16 tasks, so ``mean CE + 0.001 * 16 * r^2`` per update; here ``0.001 *
@@ -49,7 +53,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory, require_classification
-from metarun.algorithms.film_adaptation import ClassifierGenerator, FiLMAdaptation
+from metarun.algorithms.film_adaptation import (
+    ClassifierGenerator,
+    FiLMAdaptation,
+    FiLMARAdaptation,
+)
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -60,6 +68,7 @@ from metarun.models.set_encoder import SetEncoder
 from metarun.randomness import drawing_from, keys_for
 
 ONE_SHOT_COVARIANCES = ("authors", "zero")
+FEATURE_ADAPTATIONS = ("film", "film+ar")
 
 
 def class_means(support: Tensor, labels: Tensor, ways: int) -> tuple[Tensor, Tensor]:
@@ -117,9 +126,19 @@ class ConditionalLearner(nn.Module):
         train_queries: int | None = None,
         set_channels: int = 64,
         regulariser_weight: float = 0.001,
+        feature_adaptation: str = "film",
     ) -> None:
+        """``feature_adaptation``: ``film`` (FiLM from ``z`` alone) or ``film+ar`` (each layer's
+        FiLM also from the context's activations reaching it, through the adapted layers
+        before it: the paper's autoregressive variant), as the authors' flag."""
         super().__init__()
         require_classification(task, type(self).__name__)
+        if feature_adaptation not in FEATURE_ADAPTATIONS:
+            raise ConfigError(
+                "algorithm.feature_adaptation",
+                f"must be one of {', '.join(FEATURE_ADAPTATIONS)}, got {feature_adaptation!r}",
+            )
+        self.autoregressive = feature_adaptation == "film+ar"
         if not regulariser_weight >= 0:
             raise ConfigError(
                 "algorithm.regulariser_weight", f"must be at least 0, got {regulariser_weight}"
@@ -134,7 +153,8 @@ class ConditionalLearner(nn.Module):
         except ValueError as error:
             raise ConfigError("model", f"{error}; use a model with BatchNorm (conv4)") from None
         self.set_encoder = use_episode_statistics(SetEncoder(task.input_shape, set_channels))
-        self.adaptation = FiLMAdaptation(set_channels, self.film.channels)
+        adaptation = FiLMARAdaptation if self.autoregressive else FiLMAdaptation
+        self.adaptation = adaptation(set_channels, self.film.channels)
         self.features = embedding_size(self.encoder, task.input_shape)
 
     def training_episodes(self, evaluation: EpisodeSpec) -> EpisodeSpec:
@@ -151,12 +171,23 @@ class ConditionalLearner(nn.Module):
         with one_running_update(self.set_encoder), one_running_update(self.encoder):
             for i, (context, target) in enumerate(zip(support_x, query_x, strict=True)):
                 with drawing_from(None if keys is None else keys[i]):
-                    z = self.set_encoder(context).unsqueeze(0)
-                    modulations = [(g[0], b[0]) for g, b in self.adaptation(z)]
+                    z = self.set_encoder(context)
+                    support, modulations = self._adapted_context(context, z)
+                    supports.append(support)
                     with self.film.conditioned(modulations):
-                        supports.append(self.encoder(context).flatten(1))
                         queries.append(self.encoder(target).flatten(1))
         return torch.stack(supports), torch.stack(queries)
+
+    def _adapted_context(self, context: Tensor, z: Tensor) -> tuple[Tensor, list]:
+        """The context's adapted features and the modulations that made them: from ``z``
+        alone, or layer by layer as the context's activations reach each (``film+ar``)."""
+        if self.autoregressive:
+            with self.film.generating(self.adaptation.generators(z)) as modulations:
+                features = self.encoder(context).flatten(1)
+            return features, modulations
+        modulations = [(g[0], b[0]) for g, b in self.adaptation(z.unsqueeze(0))]
+        with self.film.conditioned(modulations):
+            return self.encoder(context).flatten(1), modulations
 
     def logits(self, support: Tensor, labels: Tensor, query: Tensor, ways: int) -> Tensor:
         raise NotImplementedError

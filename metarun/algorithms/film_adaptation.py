@@ -18,6 +18,8 @@ each is its own.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -78,6 +80,57 @@ class FiLMAdaptation(nn.Module):
         return torch.stack([layer.regularisation() for layer in self.layers]).sum()
 
 
+class FiLMARLayerGenerator(nn.Module):
+    """The autoregressive variant's generator of one layer (``FilmArLayerNetwork``): the
+    context's activations reaching the layer ``[n, C, ...]``, averaged over space, go through
+    ``Linear(C, C)``, ReLU and three residual layers, are averaged over the set, then through
+    ``Linear(C, C)`` and ReLU, and are joined to ``z`` before the ``gamma`` and ``beta``
+    processors (a ``Linear(C + z, C)``, ReLU, then three residual layers), with the same
+    regularisers as ``FiLMLayerGenerator``.
+
+    Departure: the authors' local representation is the previous ResNet stage's output (the
+    input of the stage being adapted); here it is what reaches this BatchNorm, the layer's own
+    convolution of the adapted earlier layers' output, which is what a forward hook sees."""
+
+    def __init__(self, z_size: int, channels: int) -> None:
+        super().__init__()
+        self.pre = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), processor(channels))
+        self.post = nn.Sequential(nn.Linear(channels, channels), nn.ReLU())
+        self.gamma = nn.Sequential(
+            nn.Linear(channels + z_size, channels), nn.ReLU(), processor(channels)
+        )
+        self.beta = nn.Sequential(
+            nn.Linear(channels + z_size, channels), nn.ReLU(), processor(channels)
+        )
+        self.gamma_regulariser = nn.Parameter(torch.randn(channels) * REGULARISER_STD)
+        self.beta_regulariser = nn.Parameter(torch.randn(channels) * REGULARISER_STD)
+
+    def forward(self, activations: Tensor, z: Tensor) -> Modulation:
+        """``activations`` ``[n, C, ...]`` of one set and its ``z`` ``[z_size]``."""
+        local = self.pre(activations.flatten(2).mean(-1)).mean(0)
+        h = torch.cat([self.post(local), z], dim=-1)
+        gamma = 1.0 + self.gamma(h) * self.gamma_regulariser
+        return gamma, self.beta(h) * self.beta_regulariser
+
+    def regularisation(self) -> Tensor:
+        return (self.gamma_regulariser**2).sum() + (self.beta_regulariser**2).sum()
+
+
+class FiLMARAdaptation(nn.Module):
+    """One ``FiLMARLayerGenerator`` per FiLM layer; ``generators(z)`` are the callables
+    ``FiLMHooks.generating`` takes for one set."""
+
+    def __init__(self, z_size: int, channels: list[int]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(FiLMARLayerGenerator(z_size, c) for c in channels)
+
+    def generators(self, z: Tensor) -> list:
+        return [functools.partial(layer, z=z) for layer in self.layers]
+
+    def regularisation(self) -> Tensor:
+        return torch.stack([layer.regularisation() for layer in self.layers]).sum()
+
+
 class ClassifierGenerator(nn.Module):
     """CNAPs' linear classifier from class means (``LinearClassifierAdaptationNetwork``): a
     class's weights and bias are ``DenseResidualBlock``s of its mean feature, three ELU'd
@@ -104,4 +157,11 @@ def dense_block(in_size: int, out_size: int) -> nn.Sequential:
     )
 
 
-__all__ = ["ClassifierGenerator", "DenseResidual", "FiLMAdaptation", "FiLMLayerGenerator"]
+__all__ = [
+    "ClassifierGenerator",
+    "DenseResidual",
+    "FiLMARAdaptation",
+    "FiLMARLayerGenerator",
+    "FiLMAdaptation",
+    "FiLMLayerGenerator",
+]

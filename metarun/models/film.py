@@ -11,18 +11,25 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from torch import Tensor, nn
 
 Modulation = tuple[Tensor, Tensor]  # gamma and beta, [channels] each
 ATTRIBUTE = "film_modulation"
+GENERATED = "film_generated"
+
+
+Generator = Callable[[Tensor], Modulation]  # a layer's input [n, C, ...] to its modulation
 
 
 def film_hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
     modulation = module.__dict__.get(ATTRIBUTE)
     if modulation is None:
         return None
+    if callable(modulation):  # autoregressive: made from what reaches this layer, then kept
+        modulation = modulation(inputs[0])
+        module.__dict__[GENERATED] = modulation
     gamma, beta = modulation
     shape = (1, -1) + (1,) * (output.dim() - 2)
     return output * gamma.view(shape) + beta.view(shape)
@@ -54,6 +61,28 @@ class FiLMHooks:
         finally:
             for layer in self.layers:
                 layer.__dict__[ATTRIBUTE] = None
+
+    @contextlib.contextmanager
+    def generating(self, generators: Sequence[Generator]) -> Iterator[list[Modulation]]:
+        """Within the block, layer ``i`` makes its modulation from its own input (the adapted
+        earlier layers' output) with ``generators[i]`` and applies it; the list yielded holds
+        them once the block ends, in layer order, for ``conditioned`` (CNAPs' autoregressive
+        FiLM)."""
+        if len(generators) != len(self.layers):
+            raise ValueError(f"{len(self.layers)} FiLM layers, {len(generators)} generators")
+        made: list[Modulation] = []
+        for layer, generator in zip(self.layers, generators, strict=True):
+            layer.__dict__[ATTRIBUTE] = generator
+            layer.__dict__.pop(GENERATED, None)
+        try:
+            yield made
+        finally:
+            for layer in self.layers:
+                layer.__dict__[ATTRIBUTE] = None
+            generated = [layer.__dict__.pop(GENERATED, None) for layer in self.layers]
+        if any(m is None for m in generated):
+            raise RuntimeError("a FiLM layer was not reached by the forward pass")
+        made[:] = generated
 
 
 __all__ = ["FiLMHooks", "Modulation"]

@@ -8,6 +8,7 @@ import functools
 
 import pytest
 import torch
+from learner_helpers import image_batch
 
 from metarun.algorithms import CNAPs, ProtoNet, SimpleCNAPs
 from metarun.algorithms import cnaps as cnaps_module
@@ -117,3 +118,35 @@ def test_bad_settings_name_their_key() -> None:
         SimpleCNAPs(SMALL, TASK, one_shot_covariance="diagonal")
     with pytest.raises(ConfigError, match="^algorithm.regulariser_weight"):
         CNAPs(SMALL, TASK, regulariser_weight=-1.0)
+
+
+def test_autoregressive_film_conditions_each_layer_on_the_adapted_layers_before_it() -> None:
+    torch.manual_seed(0)
+    learner = CNAPs(SMALL, TASK, set_channels=8, feature_adaptation="film+ar").eval()
+    context, target = images(6, seed=1), images(4, seed=2)
+    z = learner.set_encoder(context)
+    support, modulations = learner._adapted_context(context, z)
+    assert len(modulations) == len(learner.film.layers) == 4
+    with learner.film.conditioned(modulations):  # the target pass reuses exactly these
+        assert torch.equal(learner.encoder(context).flatten(1), support)
+    # Layer 2's modulation is made from what layer 1, as modulated, passed on to it.
+    for layer in learner.adaptation.layers[:1]:
+        layer.beta_regulariser.data.fill_(1.0)
+    _, changed = learner._adapted_context(context, z)
+    assert torch.equal(changed[0][0], modulations[0][0])  # layer 1's gamma: unchanged
+    assert not torch.equal(changed[1][0], modulations[1][0])
+    support_y = torch.arange(3).repeat(2)[None]
+    support, query = learner.embed(context[None], target[None])
+    assert learner.logits(support, support_y, query, 3).shape == (1, 4, 3)
+
+
+def test_autoregressive_film_trains_its_generators() -> None:
+    torch.manual_seed(0)
+    learner = SimpleCNAPs(
+        SMALL, TASK, set_channels=8, meta_batch_size=2, feature_adaptation="film+ar"
+    )
+    loss, _ = learner.double().meta_loss(image_batch(2, 3, 2, 2, size=28))
+    loss.backward()
+    assert learner.adaptation.layers[2].gamma_regulariser.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="^algorithm.feature_adaptation: must be one of"):
+        CNAPs(SMALL, TASK, feature_adaptation="film+lstm")
