@@ -78,9 +78,21 @@ class PretrainedSource:
         }
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """``pretrained.freeze`` without ``pretrained.from`` would freeze a random encoder."""
+    settings = cfg.get("pretrained") or {}
+    if settings.get("freeze") and not settings.get("from"):
+        raise ConfigError(
+            "pretrained.freeze",
+            "freezes the encoder that pretrained.from loads; give pretrained.from=<run dir or "
+            ".pt> too, or drop pretrained.freeze",
+        )
+
+
 def read_source(cfg: DictConfig) -> PretrainedSource | None:
     """The checkpoint ``pretrained.from`` names (a run directory's best, or a ``.pt``), or None
     when unset; a missing or unreadable one is a ``ConfigError``."""
+    check_settings(cfg)
     given = (cfg.get("pretrained") or {}).get("from")
     if not given:
         return None
@@ -145,6 +157,7 @@ def freeze_encoder(learner: nn.Module) -> int:
 
 __all__ = [
     "EncoderPlace",
+    "check_settings",
     "PretrainedSource",
     "encoder_place",
     "freeze_encoder",

@@ -39,6 +39,7 @@ from metarun.envs.data_sets import TrialData
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
 from metarun.pretrained import PretrainedSource, freeze_encoder, load_encoder, read_source
+from metarun.pretrained import check_settings as check_pretrained
 from metarun.provenance import git_state, package_versions
 from metarun.tracking.console import NullReporter, make_reporter
 from metarun.tracking.figure_files import FigureFiles
@@ -319,6 +320,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         return done["best_val"]["score"]
 
     check_evaluation(cfg)
+    check_pretrained(cfg)  # before any data loads
     source = read_source(cfg) if resumed is None else None  # a resumed run has its weights
     torch.manual_seed(cfg.seed)
     with runtime.main_first():  # one process downloads and caches the data

@@ -91,3 +91,8 @@ def test_a_run_starts_from_a_finished_runs_encoder_and_needs_it_no_more(
             assert torch.equal(trained[name], value), name
     shutil.rmtree(first)  # the new run is self-contained
     assert isinstance(metarun.load(second), metarun.FewShotLearner)
+
+
+def test_freezing_without_a_source_is_one_line(compose_config) -> None:
+    with pytest.raises(ConfigError, match="^pretrained.freeze: freezes the encoder"):
+        read_source(compose_config(["pretrained.freeze=true"]))
