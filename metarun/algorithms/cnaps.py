@@ -58,6 +58,7 @@ from metarun.algorithms.film_adaptation import (
     FiLMAdaptation,
     FiLMARAdaptation,
 )
+from metarun.algorithms.protonet import class_means
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError
@@ -69,14 +70,6 @@ from metarun.randomness import drawing_from, keys_for
 
 ONE_SHOT_COVARIANCES = ("authors", "zero")
 FEATURE_ADAPTATIONS = ("film", "film+ar")
-
-
-def class_means(support: Tensor, labels: Tensor, ways: int) -> tuple[Tensor, Tensor]:
-    """Class means ``[B, N, d]`` of support features ``[B, S, d]`` and each class's count
-    ``[B, N]``."""
-    one_hot = F.one_hot(labels, ways).to(support.dtype)  # [B, S, N]
-    counts = one_hot.sum(1)
-    return one_hot.transpose(1, 2) @ support / counts.clamp(min=1).unsqueeze(-1), counts
 
 
 def covariance(features: Tensor, weights: Tensor) -> Tensor:
@@ -97,12 +90,10 @@ def mahalanobis_logits(
     d = support.shape[-1]
     one_hot = F.one_hot(labels, ways).to(support.dtype).transpose(1, 2)  # [B, N, S]
     task = covariance(support, torch.ones_like(support[..., 0]))  # [B, d, d]
-    several = counts > 1
-    own = covariance(support.unsqueeze(1), one_hot.clamp(min=0))  # [B, N, d, d]
-    own = torch.where(several[..., None, None], own, torch.zeros_like(own))
+    own = covariance(support.unsqueeze(1), one_hot)  # [B, N, d, d]; zero for a one-shot class
     if one_shot == "authors":  # the scalar variance of the lone feature's entries, everywhere
         spread = means.var(-1, unbiased=True)  # [B, N]: a one-shot class's mean is its feature
-        own = torch.where(several[..., None, None], own, spread[..., None, None].expand_as(own))
+        own = torch.where((counts > 1)[..., None, None], own, spread[..., None, None])
     share = (counts / (counts + 1))[..., None, None]
     eye = torch.eye(d, dtype=support.dtype, device=support.device)
     precision = share * own + (1 - share) * task.unsqueeze(1) + eye
@@ -250,4 +241,4 @@ class SimpleCNAPs(ConditionalLearner):
         return mahalanobis_logits(support, labels, query, ways, self.one_shot_covariance)
 
 
-__all__ = ["CNAPs", "SimpleCNAPs", "class_means", "covariance", "mahalanobis_logits"]
+__all__ = ["CNAPs", "SimpleCNAPs", "covariance", "mahalanobis_logits"]

@@ -366,7 +366,7 @@ class GradientLearner(PolicySearch, nn.Module):
         tasks = support_x.shape[0]
         if start is None:
             params = self.inner_parameters()
-            expanded = {n: p.expand(tasks, *p.shape) for n, p in params.items()}
+            expanded = self.expanded_parameters(tasks)
         else:
             params = expanded = start
         state = self.rule.init_state(expanded)

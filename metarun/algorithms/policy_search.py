@@ -44,6 +44,7 @@ from torch import Tensor
 
 from metarun.data.task import batched_loss
 from metarun.envs.base import Environment, Step
+from metarun.envs.evaluate import play
 from metarun.envs.point_nav_pictures import paths_before_and_after
 from metarun.models.gaussian_policy import gaussian_sample
 from metarun.randomness import fold, normal, stream
@@ -125,6 +126,7 @@ class PolicySearch:
         return self._query(params, observation, 0)
 
     def expanded_parameters(self, tasks: int) -> Params:
+        """The inner loop's weights as ``[tasks, ...]`` views, one per task."""
         return {n: p.expand(tasks, *p.shape) for n, p in self.inner_parameters().items()}
 
     def sample_actions(
@@ -203,18 +205,18 @@ class PolicySearch:
         if goals is None:
             return {}
         policy = self.policy()
-        policy.start(env, stream(env.keys, "policy"))
-        observation = env.reset()
-        episodes, path = [], [observation]
-        for _ in range(env.episodes * env.horizon):
-            actions = policy.act(observation)
-            step = env.step(actions)
-            policy.observe(actions, step)
+        episodes: list[Tensor] = []
+        path: list[Tensor] = []
+
+        def record(observation: Tensor, actions: Tensor, step: Step) -> None:
+            if not path:  # an episode's first step: where it started
+                path.append(observation)
             path.append(step.reached)
             if bool(step.done.all()):
                 episodes.append(torch.stack(path, dim=2))
-                path = [step.observation]
-            observation = step.observation
+                path.clear()
+
+        play(policy, env, on_step=record)
         positions = torch.stack(episodes, dim=1)
         return {"paths": paths_before_and_after(goals, positions, policy.steps)}
 

@@ -46,6 +46,14 @@ DISTANCES = ("squared", "euclidean")
 EMBEDDINGS = ("joint", "separate")
 
 
+def class_means(support: Tensor, labels: Tensor, ways: int) -> tuple[Tensor, Tensor]:
+    """Class means ``[B, N, D]`` of support embeddings ``[B, S, D]`` with labels ``[B, S]`` in
+    ``0..ways-1`` (the prototypes), and each class's count ``[B, N]``."""
+    one_hot = F.one_hot(labels, ways).to(support.dtype)  # [B, S, N]
+    counts = one_hot.sum(1)
+    return one_hot.transpose(1, 2) @ support / counts.unsqueeze(-1), counts
+
+
 def prototype_logits(
     support: Tensor, support_y: Tensor, query: Tensor, ways: int, distance: str = "squared"
 ) -> Tensor:
@@ -53,8 +61,7 @@ def prototype_logits(
     ``[B, S, D]`` with labels ``[B, S]`` in ``0..ways-1``; returns ``[B, M, ways]``.
     ``squared``: the paper's squared Euclidean distance; ``euclidean``: the plain one
     (``torch.cdist``, as easyfsl scores)."""
-    one_hot = F.one_hot(support_y, ways).to(support.dtype)  # [B, S, N]
-    prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)  # [B, N, D]
+    prototypes, _ = class_means(support, support_y, ways)  # [B, N, D]
     if distance == "euclidean":
         return -torch.cdist(query, prototypes)
     return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)

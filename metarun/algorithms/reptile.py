@@ -198,7 +198,7 @@ class Reptile(GradientLearner):
         index = index.to(support_y.device)
         network_keys = stream(keys, "inner steps")
         with torch.no_grad():  # torch.func.grad still differentiates the inner losses
-            params = {n: p.expand(tasks, *p.shape) for n, p in self.inner_parameters().items()}
+            params = self.expanded_parameters(tasks)
             state = self.rule.init_state(params)
             for step in range(steps):
                 x, y = take(support_x, index[:, step]), take(support_y, index[:, step])

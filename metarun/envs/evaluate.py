@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from metarun.data.episodes import FixedEpisodes
-from metarun.envs.base import Environment, TaskFamily
+from metarun.envs.base import Environment, Step, TaskFamily
 from metarun.envs.policies import TrialPolicy
 from metarun.envs.trials import TrialSampler
 from metarun.intervals import mean_and_ci95
@@ -44,8 +44,13 @@ class TrialPlay:
     arms' expected rewards (bandits; None for environments without expected rewards)."""
 
 
-def play(policy: TrialPolicy, env: Environment) -> TrialPlay:
-    """Play every trial of ``env`` to its end with ``policy`` (started afresh on them)."""
+def play(
+    policy: TrialPolicy,
+    env: Environment,
+    on_step: Callable[[Tensor, Tensor, Step], None] | None = None,
+) -> TrialPlay:
+    """Play every trial of ``env`` to its end with ``policy`` (started afresh on them);
+    ``on_step(observation, actions, step)`` sees every step (a learner's pictures)."""
     observation = env.reset()
     policy.start(env, stream(env.keys, "policy"))
     returns = []
@@ -59,6 +64,8 @@ def play(policy: TrialPolicy, env: Environment) -> TrialPlay:
             earned = gain if earned is None else earned + gain
         step = env.step(actions)
         policy.observe(actions, step)
+        if on_step is not None:
+            on_step(observation, actions, step)
         reward = step.reward.reshape(len(step.reward), -1).mean(1)  # rollouts share a task
         episode = reward if episode is None else episode + reward
         if bool(step.done.all()):
