@@ -179,6 +179,19 @@ def check_pairing(cfg: DictConfig) -> None:
         )
 
 
+def check_episode_shapes(cfg: DictConfig) -> None:
+    """A learner built for one episode shape cannot take variable ones (``dataset.variable``):
+    say so before any data is loaded."""
+    learner = target_of(cfg, "algorithm")
+    if cfg.dataset.get("variable") and not getattr(learner, "variable_episodes", True):
+        raise ConfigError(
+            "algorithm",
+            f"{learner.__name__} is built for one N-way K-shot episode shape, but "
+            f"dataset.variable draws episodes of varying shape; set dataset.variable=false or "
+            f"use another learner",
+        )
+
+
 def check_objective(direction: str, task: TaskSpec) -> None:
     """A sweeper's direction must match the returned validation metric."""
     wanted = "maximize" if task.higher_is_better else "minimize"
@@ -305,6 +318,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     """Train, validate and test one configuration; returns the best validation score (the
     objective a sweeper such as Optuna optimises)."""
     check_pairing(cfg)  # before resolving: another family's keys may not interpolate
+    check_episode_shapes(cfg)
     run_dir = context.run_dir
     checkpoints = Checkpoints(run_dir / "checkpoints")
     summary_path = run_dir / "summary.json"
@@ -316,7 +330,8 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         result = EvalResult(**done["test"])
         if runtime.is_main:
             log.info("%s is complete; nothing to do", run_dir)
-            log.info(result.line("test"))
+            for line in (result.line("test"), *result.source_lines("test")):
+                log.info(line)
         return done["best_val"]["score"]
 
     check_evaluation(cfg)
@@ -327,7 +342,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         data = build(cfg, "dataset")
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
     if isinstance(learner, ClassSupervised):
-        learner.set_training_classes(data.classes("train").num_classes)
+        learner.set_training_classes(data.class_count("train"))
     pretrained = start_encoder(cfg, learner, source, resumed, runtime.is_main)
     runtime.place(learner)
     sampler, val_episodes, test_episodes = task_sets(cfg, data, learner, runtime)
@@ -394,7 +409,8 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         stop_signals.hand_over()  # in a submitit job: checkpoint the job, requeue it, exit
         raise stopped
     if runtime.is_main:
-        log.info(result.line("test"))
+        for line in (result.line("test"), *result.source_lines("test")):
+            log.info(line)
     return trainer.best_score
 
 
@@ -440,6 +456,11 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         f"test/{test['metric']}_ci95": test["ci95"],
         "test/episodes": test["episodes"],
         **{f"test/{name}": value for name, value in test.get("extra", {}).items()},
+        **{
+            f"test/{name}/{test['metric']}{suffix}": own[key]
+            for name, own in test.get("sources", {}).items()
+            for key, suffix in (("mean", ""), ("ci95", "_ci95"))
+        },
         f"val/best_{best['metric']}": best["score"],
         "val/best_step": best["step"],
         "perf/episodes_per_s": summary["episodes_per_s"],

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.episode_ways import adapts_to_support_ways
 from metarun.algorithms.gradient import Params, Stats, key_dim
 from metarun.algorithms.maml import MAML
 from metarun.data.task import TaskSpec
@@ -109,6 +110,7 @@ class ANIL(MAML):
     def _query(self, params: Params, x: Tensor, step: int, keys: Tensor | None = None) -> Tensor:
         return super()._query(params, self.embed(x, stream(keys, "body query")), step, keys)
 
+    @adapts_to_support_ways
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         classify_features = super().adapt(support_x, support_y)
 

@@ -43,6 +43,11 @@ from torch.utils import checkpoint as torch_checkpoint
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.episode_ways import (
+    adapts_to_support_ways,
+    answers_episode_ways,
+    head_of,
+)
 from metarun.algorithms.policy_search import PolicySearch
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec, batched_loss
@@ -285,6 +290,10 @@ class GradientLearner(PolicySearch, nn.Module):
         stats = {name: layer.last_stats for name, layer in layers.items() if layer.last_stats}
         return out, stats
 
+    def classifier_head(self) -> nn.Module | None:
+        """The module whose outputs are the class logits (sliced to an episode's ways)."""
+        return head_of(self.model)
+
     def _step_indexed(self) -> dict[str, StepIndexed]:
         return {n: m for n, m in self.model.named_modules() if isinstance(m, StepIndexed)}
 
@@ -388,6 +397,7 @@ class GradientLearner(PolicySearch, nn.Module):
         self._update_running_stats(stats, step)
         return predictions
 
+    @answers_episode_ways
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         if self.task.kind == "control":
             return self.policy_meta_loss(batch)
@@ -408,6 +418,7 @@ class GradientLearner(PolicySearch, nn.Module):
         score = self.task.score(predictions.detach(), batch.query_y).mean()
         return loss, {"loss": loss.detach(), self.task.metric: score}
 
+    @answers_episode_ways
     @torch.no_grad()
     def predict(self, batch: EpisodeBatch) -> Tensor:
         # torch.func.grad differentiates even under torch.no_grad(); no graph reaches the
@@ -426,6 +437,7 @@ class GradientLearner(PolicySearch, nn.Module):
                 f"with that many ways"
             )
 
+    @adapts_to_support_ways
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         self.check_ways(support_y)
         with torch.no_grad():

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.episode_ways import answers_episode_ways
 from metarun.algorithms.gradient import (
     GradientLearner,
     Params,
@@ -202,6 +203,7 @@ class MAMLPlusPlus(GradientLearner):
     def second_order(self) -> bool:
         return not self.first_order and self.meta_step > self.first_order_steps
 
+    @answers_episode_ways
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         loss, metrics = super().meta_loss(batch)
         # Where the schedules stand, logged with the loss (the authors' code logs the MSL

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.algorithms.base import ModelFactory, require_classification
+from metarun.algorithms.episode_ways import adapts_to_support_ways, answers_episode_ways
 from metarun.algorithms.sequences import fixed_order
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec
@@ -249,8 +250,12 @@ class MANN(nn.Module):
         return permutation(keys, batch.support_y.shape[1]).to(batch.support_y.device)
 
     def _check_ways(self, batch: EpisodeBatch) -> None:
-        if batch.ways != self.ways:
+        if batch.ways > self.ways:
             raise ValueError(f"episodes are {batch.ways}-way but the model has {self.ways} ways")
+
+    def classifier_head(self) -> nn.Module:
+        """The class logits' layer (sliced to an episode's ways, ``episode_ways``)."""
+        return self.classifier
 
     def stream_logits(self, batch: EpisodeBatch, order: Tensor) -> tuple[Tensor, Tensor]:
         """An episode's support and query items as one stream in ``order`` ``[B, T]``, every
@@ -277,6 +282,7 @@ class MANN(nn.Module):
                 metrics[f"acc_sight{sight}"] = by_sight[sight - 1]
         return loss, metrics
 
+    @answers_episode_ways
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         if self.protocol == "stream":
             return self._stream_loss(batch)
@@ -290,11 +296,13 @@ class MANN(nn.Module):
         accuracy = self.task.score(query_logits.detach(), batch.query_y).mean()
         return loss, {"loss": loss.detach(), "acc": accuracy}
 
+    @answers_episode_ways
     def predict(self, batch: EpisodeBatch) -> Tensor:
         b, s = batch.support_y.shape
         order = fixed_order(s, self.order_seed, batch.support_y.device).expand(b, -1)
         return self._logits(batch, order)[2]
 
+    @adapts_to_support_ways
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         order = fixed_order(len(support_y), self.order_seed, support_y.device).unsqueeze(0)
         support = self._features(support_x.unsqueeze(0))

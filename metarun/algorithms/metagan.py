@@ -59,6 +59,7 @@ from torch.func import functional_call
 
 from metarun.algorithms.adversary import Adversary
 from metarun.algorithms.base import ModelFactory, Phase, require_classification
+from metarun.algorithms.episode_ways import adapts_to_support_ways, answers_episode_ways
 from metarun.algorithms.fake_class import (
     FakeClassifier,
     feature_matching,
@@ -132,13 +133,14 @@ class MetaGANMAML(MAML):
     def _episodes(self, batch: EpisodeBatch, keys: Tensor | None) -> tuple[Tensor, ...]:
         """Support and query sets with their (detached) fakes, each labelled N: one generator
         pass makes both sets of fakes."""
-        ways = self.task.output_size
+        ways = batch.ways
         support_fakes, query_fakes = self.adversary.detached(batch.support_x, keys, "fakes", 2)
         return (
             *with_fakes(batch.support_x, batch.support_y, support_fakes, ways),
             *with_fakes(batch.query_x, batch.query_y, query_fakes, ways),
         )
 
+    @answers_episode_ways
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         support_x, support_y, query_x, query_y = self._episodes(batch, batch.keys)
         step, params = self.adapt_batch(
@@ -146,21 +148,23 @@ class MetaGANMAML(MAML):
         )[-1]
         logits = self._query(params, query_x, step, batch.keys)  # [B, Q + fakes, N + 1]
         loss = batched_loss(self.task, logits, query_y)
-        queries, ways = batch.query_y.shape[1], self.task.output_size
+        queries, ways = batch.query_y.shape[1], batch.ways
         real, fake = logits[:, :queries, :ways], logits[:, queries:, :ways]
         score = self.task.score(real.detach(), batch.query_y).mean()
         return loss, {"loss": loss.detach(), "acc": score, **fake_metrics(real, fake)}
 
+    @answers_episode_ways
     @torch.no_grad()
     def predict(self, batch: EpisodeBatch) -> Tensor:
         support_x, support_y, query_x, _ = self._episodes(batch, None)
         step, params = self.adapt_batch(support_x, support_y, self.test_inner_steps, True)[-1]
         logits = self._query(params, query_x, step)
-        return logits[:, : batch.query_y.shape[1], : self.task.output_size]
+        return logits[:, : batch.query_y.shape[1], : batch.ways]
 
+    @adapts_to_support_ways
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         self.check_ways(support_y)
-        ways = self.task.output_size
+        ways = min(int(support_y.max()) + 1, self.task.output_size)
         with torch.no_grad():
             support = support_x.unsqueeze(0)
             fakes, query_fakes = self.adversary.detached(support, None, "fakes", 2)

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 from torch.func import grad
 
 from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.episode_ways import adapts_to_support_ways, answers_episode_ways
 from metarun.algorithms.gradient import (
     GradientLearner,
     Params,
@@ -288,6 +289,7 @@ class PLATIPUS(GradientLearner):
         )
         return predictions, self.kl(mu_q, mu_p)
 
+    @answers_episode_ways
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         predictions, kl = self.training_terms(batch, batch.training_keys())
         count = predictions.shape[0]
@@ -320,10 +322,12 @@ class PLATIPUS(GradientLearner):
         support = (batch.support_x, batch.support_y)
         return self._adapted(mu_p, *support, inputs, self.test_inner_steps, True, None)[0]
 
+    @answers_episode_ways
     @torch.no_grad()
     def predict(self, batch: EpisodeBatch) -> Tensor:
         return self.combine(self.sample_predictions(batch))
 
+    @adapts_to_support_ways
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         self.check_ways(support_y)
         with torch.no_grad():

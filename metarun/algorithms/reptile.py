@@ -48,6 +48,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from metarun.algorithms.base import ModelFactory
+from metarun.algorithms.episode_ways import adapts_to_support_ways, answers_episode_ways
 from metarun.algorithms.gradient import GradientLearner, Params, SGDStep, State, UpdateRule
 from metarun.data.episodes import EpisodeBatch, EpisodeSpec
 from metarun.data.task import TaskSpec, batched_loss
@@ -229,6 +230,7 @@ class Reptile(GradientLearner):
         return self._vmap(self._with_support, (0, 0, 0))(params, support_x, query_x)
 
     # -- the MetaLearner interface ---------------------------------------------------------
+    @answers_episode_ways
     def meta_loss(self, batch: EpisodeBatch) -> tuple[Tensor, dict[str, Tensor]]:
         keys = batch.training_keys()
         phi = self.train_on_tasks(
@@ -262,6 +264,7 @@ class Reptile(GradientLearner):
         episode's score depends neither on its batch nor on its process (nor on training)."""
         return torch.full((tasks,), EVALUATION_KEY, dtype=torch.int64, device=device)
 
+    @answers_episode_ways
     @torch.no_grad()
     def predict(self, batch: EpisodeBatch) -> Tensor:
         phi = self.train_on_tasks(
@@ -273,6 +276,7 @@ class Reptile(GradientLearner):
         )
         return self.classify(phi, batch.support_x, batch.query_x, self.transductive)
 
+    @adapts_to_support_ways
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         if self.task.kind == "classification" and int(support_y.max()) >= self.task.output_size:
             raise ValueError(

@@ -80,6 +80,7 @@ def sequence_items(
 
 
 class SNAIL(nn.Module):
+    variable_episodes = False  # its network is built for one sequence length, N*K + 1
     autocast_safe = True
     # Plain convolutions in the encoder: channels-last is faster on a CPU (as ProtoNet).
     memory_format = torch.channels_last
@@ -164,6 +165,12 @@ class SNAIL(nn.Module):
     ) -> Tensor:
         """Query logits ``[B, M, N]`` from support features ``[B, S, D]`` with labels
         ``[B, S]`` and query features ``[B, M, D]``."""
+        if support_y.shape[1] != self.sequence_length - 1:
+            raise ValueError(
+                f"SNAIL's network is built for {self.ways}-way {self.shots}-shot sequences of "
+                f"{self.sequence_length} steps, not a support set of {support_y.shape[1]}: "
+                f"variable episodes (dataset.variable) need another learner"
+            )
         order = self.support_order(*support_y.shape, support.device, keys)
         support = support.gather(1, order.unsqueeze(-1).expand_as(support))
         prefix, tails = sequence_items(support, support_y.gather(1, order), queries, self.ways)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from metarun.data.augment import Augmentation
+from metarun.data.variable_shape import VariableShape
 from metarun.errors import ConfigError
 
 
@@ -107,6 +108,42 @@ class EpisodeBatch:
         )
 
 
+@dataclass
+class EpisodeList:
+    """Episodes that differ in shape (variable ways and shots, ``VariableShape``), each a
+    one-episode ``EpisodeBatch``: a learner sees them one at a time, and the trainer and the
+    evaluation average over them (per-episode calls; ``scripts/variable_episodes.py`` measures
+    them against padding with masks)."""
+
+    episodes: list[EpisodeBatch]
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, index: int) -> Episode:
+        return self.episodes[index][0]
+
+    @property
+    def ways(self) -> list[int]:
+        return [episode.ways for episode in self.episodes]
+
+    def select(self, part: slice) -> EpisodeList:
+        return EpisodeList(self.episodes[part])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeList:
+        return EpisodeList([e.to(device, non_blocking=non_blocking) for e in self.episodes])
+
+    def with_keys(self, keys: Tensor) -> EpisodeList:
+        if keys.shape != (len(self),):
+            raise ValueError(f"need one key per episode ({len(self)}), got {tuple(keys.shape)}")
+        return EpisodeList([e.with_keys(keys[i : i + 1]) for i, e in enumerate(self.episodes)])
+
+
+def one_at_a_time(batch: EpisodeBatch | EpisodeList) -> list[EpisodeBatch]:
+    """The batches a learner is called on: the batch itself, or each episode of a list."""
+    return batch.episodes if isinstance(batch, EpisodeList) else [batch]
+
+
 class TaskSampler(Protocol):
     """Anything that draws episodes: class-indexed image data or a synthetic task family."""
 
@@ -116,14 +153,16 @@ class TaskSampler(Protocol):
         """A compact plan of ``count`` episodes (indices or task parameters), on the CPU."""
         ...
 
-    def gather(self, plan: Tensor) -> EpisodeBatch:
+    def gather(self, plan: Tensor) -> EpisodeBatch | EpisodeList:
         """The episodes a slice of a plan describes, as tensors on the sampler's device."""
         ...
 
     def to(self, device: torch.device | str) -> TaskSampler: ...
 
 
-def sample(sampler: TaskSampler, count: int, generator: torch.Generator) -> EpisodeBatch:
+def sample(
+    sampler: TaskSampler, count: int, generator: torch.Generator
+) -> EpisodeBatch | EpisodeList:
     """Draw and build ``count`` fresh episodes."""
     return sampler.gather(sampler.draw(count, generator))
 
@@ -217,6 +256,11 @@ class EpisodeSampler:
 
     ``within_group`` draws every episode's classes from one group (an Omniglot alphabet, a kanji
     radical, a tieredImageNet category): the harder, within-alphabet protocol of Lake et al.
+
+    ``variable`` draws Meta-Dataset's episodes instead (``VariableShape``: ways, imbalanced
+    shots and balanced queries vary per episode, ``spec`` is then unused), gathered as an
+    ``EpisodeList``. Its plan is ``[count, max_ways, 2 + P]``: per way its shots (0: no such
+    way), its queries, and its image indices, support first (-1 past them).
     """
 
     def __init__(
@@ -228,16 +272,28 @@ class EpisodeSampler:
         keys: tuple[str, str, str] = ("dataset.ways", "dataset.shots", "dataset.queries"),
         augmentation: Augmentation | None = None,
         within_group: bool = False,
+        variable: VariableShape | None = None,
     ) -> None:
-        check_episode_fits(classes, spec, split, keys)
+        if variable is None:
+            check_episode_fits(classes, spec, split, keys)
+        else:
+            variable.check_fits(classes.counts, split)
+            if augmentation is not None:
+                raise ConfigError(
+                    "dataset.augment", "is not available with variable episodes; set it to null"
+                )
         self.classes = classes
         self.spec = spec
         self.decode = decode
         self.split = split
         self.augmentation = augmentation
         self.within_group = within_group
+        self.variable = variable
         if within_group:
-            check_groups_fit(classes, spec, split, keys[0])
+            least = spec.ways if variable is None else variable.min_ways
+            check_groups_fit(
+                classes, least, split, keys[0] if variable is None else "dataset.variable.min_ways"
+            )
             self._group_sizes = torch.bincount(classes.group_index)
         self._images = classes.images
         self.device = torch.device("cpu")
@@ -259,6 +315,8 @@ class EpisodeSampler:
     def draw(self, count: int, generator: torch.Generator) -> Tensor:
         """Image indices ``[count, N, K+Q]``, support first, then query, for each class; with
         augmentation ``[count, N, K+Q, 4]``: index, flip, crop row and column offsets."""
+        if self.variable is not None:
+            return self._draw_variable(count, generator)
         n, per_class = self.spec.ways, self.spec.shots + self.spec.queries
         class_keys = torch.rand(count, self.classes.num_classes, generator=generator)
         if self.within_group:
@@ -276,21 +334,48 @@ class EpisodeSampler:
         choices = self.augmentation.draw(tuple(plan.shape), generator)
         return torch.cat([plan[..., None], choices], dim=-1)
 
-    def _members_of_drawn_groups(self, count: int, generator: torch.Generator) -> Tensor:
-        """``[count, classes]`` masks: the classes of one eligible group per episode."""
-        eligible = torch.nonzero(self._group_sizes >= self.spec.ways).flatten()
+    def _draw_variable(self, count: int, generator: torch.Generator) -> Tensor:
+        variable, counts = self.variable, self.classes.counts
+        assert variable is not None
+        width = variable.largest_per_class(counts)
+        plan = torch.full((count, variable.max_ways, 2 + width), -1, dtype=torch.long)
+        plan[..., :2] = 0
+        for episode in range(count):
+            candidates = torch.arange(self.classes.num_classes)
+            if self.within_group:
+                group = self._members_of_drawn_groups(1, generator, variable.min_ways)[0]
+                candidates = candidates[group]
+            ways = variable.ways(len(candidates), generator)
+            order = torch.randperm(len(candidates), generator=generator)
+            chosen = candidates[order[:ways]]
+            shots, queries = variable.describe(counts[chosen], generator)
+            largest = int(counts[chosen].max())
+            keys = torch.rand(ways, largest, generator=generator)
+            keys.masked_fill_(torch.arange(largest) >= counts[chosen, None], float("inf"))
+            within = keys.argsort(dim=1)[:, :width]
+            taken = torch.arange(within.shape[1]) < (shots + queries)[:, None]
+            indices = torch.where(taken, self.classes.offsets[chosen, None] + within, -1)
+            plan[episode, :ways, 0], plan[episode, :ways, 1] = shots, queries
+            plan[episode, :ways, 2 : 2 + indices.shape[1]] = indices
+        return plan
+
+    def _members_of_drawn_groups(
+        self, count: int, generator: torch.Generator, least: int | None = None
+    ) -> Tensor:
+        """``[count, classes]`` masks: the classes of one eligible group per episode (one with
+        at least ``least`` classes, by default the episodes' ways)."""
+        least = self.spec.ways if least is None else least
+        eligible = torch.nonzero(self._group_sizes >= least).flatten()
         picks = eligible[torch.randint(len(eligible), (count,), generator=generator)]
         return self.classes.group_index[None, :] == picks[:, None]
 
-    def gather(self, plan: Tensor) -> EpisodeBatch:
+    def gather(self, plan: Tensor) -> EpisodeBatch | EpisodeList:
+        if self.variable is not None:
+            return EpisodeList([self._gather_one(row) for row in plan])
         count, n = plan.shape[:2]
         k, q = self.spec.shots, self.spec.queries
         index = plan[..., 0] if plan.dim() == 4 else plan
-        pixels = self._images[index.to(self._images.device)]  # [B, N, K+Q, C, H, W]
-        if pixels.device.type == "cpu" and self.device.type != "cpu":  # kept on the host
-            if self.device.type == "cuda":
-                pixels = pixels.pin_memory()
-            pixels = pixels.to(self.device, non_blocking=True)
+        pixels = self._pixels(index)  # [B, N, K+Q, C, H, W]
         if self.augmentation is not None and plan.dim() == 4:
             flat = pixels.flatten(0, 2)
             choices = plan[..., 1:].reshape(-1, 3)
@@ -307,6 +392,35 @@ class EpisodeSampler:
             classes=self.class_of(index[:, :, 0]).to(images.device),
         )
 
+    def _pixels(self, index: Tensor) -> Tensor:
+        """The stored images at ``index``, on the episodes' device."""
+        pixels = self._images[index.to(self._images.device)]
+        if pixels.device.type == "cpu" and self.device.type != "cpu":  # kept on the host
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory()
+            pixels = pixels.to(self.device, non_blocking=True)
+        return pixels
+
+    def _gather_one(self, row: Tensor) -> EpisodeBatch:
+        """One variable-shape episode from its plan row ``[max_ways, 2 + P]``."""
+        row = row[row[:, 0] > 0]
+        shots, queries, index = row[:, 0], row[:, 1], row[:, 2:]
+        position = torch.arange(index.shape[1])
+        support = position < shots[:, None]
+        query = ~support & (position < (shots + queries)[:, None])
+        ways = len(row)
+        images = self.decode(self._pixels(torch.cat([index[support], index[query]])))
+        s = int(shots.sum())
+        labels = torch.arange(ways, device=images.device)
+        return EpisodeBatch(
+            support_x=images[None, :s],
+            support_y=labels.repeat_interleave(shots.to(images.device))[None],
+            query_x=images[None, s:],
+            query_y=labels.repeat_interleave(queries.to(images.device))[None],
+            ways=ways,
+            classes=self.class_of(index[:, 0])[None].to(images.device),
+        )
+
     def class_of(self, image_index: Tensor) -> Tensor:
         """The split's class index of each image index."""
         return (
@@ -314,13 +428,13 @@ class EpisodeSampler:
         )
 
 
-def check_groups_fit(classes: ClassImages, spec: EpisodeSpec, split: str, ways_key: str) -> None:
+def check_groups_fit(classes: ClassImages, ways: int, split: str, ways_key: str) -> None:
     """Within-group episodes need a group with at least N classes."""
     sizes = torch.bincount(classes.group_index)
-    if int(sizes.max()) < spec.ways:
+    if int(sizes.max()) < ways:
         raise ConfigError(
             ways_key,
-            f"within-group {spec.ways}-way episodes need a group with {spec.ways} classes, but "
+            f"within-group {ways}-way episodes need a group with {ways} classes, but "
             f"the largest group of the {split} split has {int(sizes.max())}; use at most "
             f"{int(sizes.max())} or set dataset.within_group=false",
         )
@@ -331,9 +445,9 @@ class FixedEpisodes:
 
     def __init__(self, sampler: TaskSampler, count: int, seed: int) -> None:
         self.sampler = sampler
-        self.count = count
         self.seed = seed
         self.plan = sampler.draw(count, torch.Generator().manual_seed(seed))
+        self.count = len(self.plan)  # a multi-source sampler draws ``count`` per source
 
     def __len__(self) -> int:
         return self.count

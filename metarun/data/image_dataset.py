@@ -21,6 +21,7 @@ from metarun.data.augment import Augmentation
 from metarun.data.episodes import ClassImages, EpisodeSampler, EpisodeSpec
 from metarun.data.images import Decoder, ImageFormat, Normalization
 from metarun.data.task import TaskSpec
+from metarun.data.variable_shape import VariableShape
 from metarun.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ImageDataset:
         augment: Any = None,
         within_group: bool = False,
         placement: str = "auto",
+        variable: Any = None,
     ) -> None:
         if image_format.size < 1:
             raise ConfigError("dataset.image_size", f"must be positive, got {image_format.size}")
@@ -64,7 +66,15 @@ class ImageDataset:
         self.image_format = image_format
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.episodes = EpisodeSpec(ways=ways, shots=shots, queries=queries)
-        self.task = TaskSpec("classification", image_format.shape, ways)
+        self.variable = VariableShape.of(variable)
+        if self.variable is not None and augment:
+            raise ConfigError(
+                "dataset.augment", "is not available with variable episodes; set it to null"
+            )
+        # Variable episodes: a learner with a head gives max_ways outputs, an episode reads its
+        # first ways of them (Meta-Dataset's learners slice their logits the same way).
+        outputs = ways if self.variable is None else self.variable.max_ways
+        self.task = TaskSpec("classification", image_format.shape, outputs)
         self.normalize = normalize
         self._normalization = (
             Normalization.of(mean, std, image_format.channels) if mean is not None else None
@@ -88,6 +98,10 @@ class ImageDataset:
                     raise DataError(f"the {name} split of {type(self).__name__} has no classes")
             self._splits = splits
         return self._splits[split]
+
+    def class_count(self, split: Split) -> int:
+        """How many classes ``split`` has (a Baseline's pre-training head)."""
+        return self.classes(split).num_classes
 
     @property
     def normalization(self) -> Normalization | None:
@@ -123,6 +137,7 @@ class ImageDataset:
             keys,
             augmentation=self.augmentation if split == "train" else None,
             within_group=self.within_group,
+            variable=self.variable,
         )
 
     def place(self, sampler: EpisodeSampler, device: torch.device) -> EpisodeSampler:

@@ -51,24 +51,30 @@ class Pairs:
 
 def episode_pairs(batch: EpisodeBatch) -> Pairs:
     """Balanced same/different pairs from every episode of ``batch`` (scheme in the module
-    docstring). Positions follow the episodes' labels, so any order of examples works."""
+    docstring). Positions follow the episodes' labels, so any order of examples works. Shots
+    may differ between classes (variable episodes): class ``c`` then gives
+    ``max(K_c, Q)`` rounds, its different pairs cycling through the shots of class ``c + 1``."""
     ways = batch.ways
-    supports, queries = batch.support_y.shape[1], batch.query_y.shape[1]
+    queries = batch.query_y.shape[1]
     if ways < 2:
         raise ValueError(f"different-class pairs need episodes of at least 2 ways, got {ways}")
-    if supports % ways or queries % ways:
-        raise ValueError(
-            f"{supports} support and {queries} query examples do not split evenly over {ways} ways"
-        )
-    shots, per_class = supports // ways, queries // ways
-    rounds = max(shots, per_class)
     device = batch.support_y.device
-    cls = torch.arange(ways, device=device).repeat_interleave(rounds)  # [N*R]
-    round_ = torch.arange(rounds, device=device).repeat(ways)
-    shot = round_ % shots
+    counts = torch.stack([torch.bincount(y, minlength=ways) for y in batch.support_y])
+    if queries % ways or (counts != counts[0]).any() or not counts[0].all():
+        raise ValueError(
+            f"{queries} query examples do not split evenly over {ways} ways, or the episodes' "
+            f"support sets differ in their shots per class"
+        )
+    shots, per_class = counts[0], queries // ways
+    rounds = shots.clamp(min=per_class)  # max(K_c, Q)
+    cls = torch.arange(ways, device=device).repeat_interleave(rounds)  # [sum R_c]
+    first_round = torch.cumsum(rounds, 0) - rounds
+    round_ = torch.arange(len(cls), device=device) - first_round[cls]
+    first_shot = torch.cumsum(shots, 0) - shots  # positions among the label-sorted support
+    other = (cls + 1) % ways
     query = cls * per_class + round_ % per_class  # positions among the label-sorted queries
-    same_support = cls * shots + shot
-    other_support = (cls + 1) % ways * shots + shot
+    same_support = first_shot[cls] + round_ % shots[cls]
+    other_support = first_shot[other] + round_ % shots[other]
     # Where the sorted positions are in each episode: the identity for label-major episodes.
     support_order = batch.support_y.argsort(dim=1, stable=True)
     query_order = batch.query_y.argsort(dim=1, stable=True)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms.base import MetaLearner
-from metarun.data.episodes import FixedEpisodes
+from metarun.data.episodes import EpisodeList, FixedEpisodes
 from metarun.data.task import TaskSpec
 from metarun.envs.evaluate import play
 from metarun.envs.trials import Trials
@@ -42,6 +42,9 @@ class EvalResult:
     unit: str = "episodes"  # what was counted: "episodes", or "trials" of tasks you act in
     extra: dict[str, float] = field(default_factory=dict)  # regret, first and last episode
     episode_returns: list[float] = field(default_factory=list)  # trials: mean per episode
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Multi-source episodes: per source its ``mean``, ``ci95``, ``episodes`` and whether it
+    was ``held_out`` (never trained on: out of domain)."""
 
     def line(self, split: str) -> str:
         """``test acc 97.9 ± 0.3 (95% CI, 600 episodes)``, ``test return 6.62 ± 0.05 (95% CI,
@@ -54,18 +57,37 @@ class EvalResult:
                 line += f", {name.replace('_', ' ')} {value:.2f} ± {ci95:.2f}"
         return line
 
+    def source_lines(self, split: str) -> list[str]:
+        """One line per source: ``test acc on omniglot (held out) 61.2 ± 0.9 (95% CI, 600
+        episodes)``."""
+        lines = []
+        for name, own in self.sources.items():
+            mean, ci95 = formatted(self.metric, own["mean"]), formatted(self.metric, own["ci95"])
+            where = "held out" if own["held_out"] else "in domain"
+            lines.append(
+                f"{split} {self.metric} on {name} ({where}) {mean} ± {ci95} (95% CI, "
+                f"{own['episodes']} {self.unit})"
+            )
+        return lines
+
     def metrics(self, split: str) -> dict[str, float]:
         return {
             f"{split}/{self.metric}": self.mean,
             f"{split}/{self.metric}_ci95": self.ci95,
             **{f"{split}/{name}": value for name, value in self.extra.items()},
+            **{
+                f"{split}/{name}/{self.metric}{suffix}": own[key]
+                for name, own in self.sources.items()
+                for key, suffix in (("mean", ""), ("ci95", "_ci95"))
+            },
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """Every field, but the trials-only ones (``extra``, ``episode_returns``) only when
-        they hold something."""
+        """Every field, but the optional ones (``extra``, ``episode_returns``, ``sources``)
+        only when they hold something."""
         fields = asdict(self)
-        return {k: v for k, v in fields.items() if v or k not in ("extra", "episode_returns")}
+        optional = ("extra", "episode_returns", "sources")
+        return {k: v for k, v in fields.items() if v or k not in optional}
 
 
 @torch.no_grad()
@@ -95,7 +117,8 @@ def evaluate(
     }
     mean, ci95 = mean_and_ci95(every["score"])
     if task.kind != "control":
-        return EvalResult(task.metric, mean, ci95, len(episodes))
+        by_source = per_source(episodes, every["score"])
+        return EvalResult(task.metric, mean, ci95, len(episodes), sources=by_source)
     extra = {}
     if "regret" in every:
         extra["regret"], extra["regret_ci95"] = mean_and_ci95(every["regret"])
@@ -107,9 +130,33 @@ def evaluate(
     return EvalResult(task.metric, mean, ci95, len(episodes), "trials", extra, per_episode)
 
 
+def per_source(episodes: FixedEpisodes, scores: Tensor) -> dict[str, dict[str, Any]]:
+    """Mean and interval of each source's episodes, for multi-source episodes (a sampler with
+    ``source_names``); empty otherwise."""
+    sampler = episodes.sampler
+    names = getattr(sampler, "source_names", None)
+    if names is None:
+        return {}
+    of_episode = sampler.source_of(episodes.plan)  # type: ignore[attr-defined]
+    results = {}
+    for index in of_episode.unique().tolist():
+        mean, ci95 = mean_and_ci95(scores[of_episode == index])
+        name = names[index]
+        results[name] = {
+            "mean": mean,
+            "ci95": ci95,
+            "episodes": int((of_episode == index).sum()),
+            "held_out": name in sampler.held_out,  # type: ignore[attr-defined]
+        }
+    return results
+
+
 def scores(learner: MetaLearner, batch: Any, task: TaskSpec) -> dict[str, Tensor]:
     """Per-episode columns of one batch: ``score``, and for trials ``episode_returns``
-    ``[B, episodes]`` and (bandits) ``regret``."""
+    ``[B, episodes]`` and (bandits) ``regret``. Episodes of different shapes (an
+    ``EpisodeList``) are scored one at a time."""
+    if isinstance(batch, EpisodeList):
+        return {"score": torch.cat([scores(learner, e, task)["score"] for e in batch.episodes])}
     if not isinstance(batch, Trials):
         predictions = learner.predict(batch)
         return {"score": task.score(predictions.float(), batch.query_y)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from metarun.algorithms.base import Illustrated, MetaLearner
-from metarun.data.episodes import FixedEpisodes
+from metarun.data.episodes import EpisodeList, FixedEpisodes
 from metarun.hardware import Runtime
 from metarun.pictures import new_figure, png_bytes
 from metarun.tracking.logger import Logger
@@ -41,6 +41,8 @@ def illustrate(
     if count < 1:
         return
     batch = episodes.sampler.gather(episodes.plan[:count]).to(runtime.device)
+    if isinstance(batch, EpisodeList):  # episodes of different shapes: the first one's
+        batch = batch.episodes[0]
     was_training = learner.training
     learner.eval()
     try:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from metarun.algorithms.base import MetaLearner, Scheduled, Updating
-from metarun.data.episodes import FixedEpisodes, TaskSampler
+from metarun.data.episodes import EpisodeList, FixedEpisodes, TaskSampler
 from metarun.data.task import TaskSpec
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
@@ -101,6 +101,21 @@ def running_statistics(module: torch.nn.Module) -> list[Tensor]:
         for buffer in (layer.running_mean, layer.running_var)
         if buffer is not None
     ]
+
+
+def mean_over_episodes(loss_of: Any, batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    """``loss_of(batch)``, or for episodes of different shapes the mean of each one's loss and
+    metrics: the meta-loss of the meta-batch, as a batched call would average it."""
+    if not isinstance(batch, EpisodeList):
+        return loss_of(batch)
+    losses, columns = [], {}
+    for episode in batch.episodes:
+        loss, metrics = loss_of(episode)
+        losses.append(loss)
+        for name, value in metrics.items():
+            columns.setdefault(name, []).append(value)
+    mean = lambda values: torch.stack(values).mean()  # noqa: E731
+    return mean(losses), {name: mean(values) for name, values in columns.items()}
 
 
 class Trainer:
@@ -260,9 +275,10 @@ class Trainer:
         return metrics
 
     def _phase(self, group: str, loss_of: Any, batch: Any) -> dict[str, Tensor]:
-        """One update of one parameter group on its loss on the meta-batch."""
+        """One update of one parameter group on its loss on the meta-batch (the mean of its
+        episodes' losses where they differ in shape, ``EpisodeList``)."""
         with self.runtime.autocast(self.learner.autocast_safe):
-            loss, metrics = loss_of(batch)
+            loss, metrics = mean_over_episodes(loss_of, batch)
         self._update(group, loss, metrics)
         return metrics
 
