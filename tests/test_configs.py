@@ -83,6 +83,18 @@ SMALL_DATA = {
         "dataset.workers=1",
         *[o for o in tiny if o.startswith("dataset.cache_dir")],
     ],
+    "MultiSource": lambda tiny: [
+        "dataset.sources.kanji.characters_per_split=24",
+        "dataset.sources.kanji.drawings=16",
+        "dataset.sources.kanji.workers=1",
+        *[
+            o.replace("dataset.", f"dataset.sources.{source}.", 1)
+            for o in tiny
+            for source in ("kanji", "omniglot")
+            if o.startswith("dataset.cache_dir")
+            or (source == "omniglot" and o.startswith("dataset.root"))
+        ],
+    ],
 }
 
 
