@@ -58,9 +58,23 @@ def member_table(report: Report) -> TextTable:
     single = _metric_title(report)
     test = f"test {single} (95% CI)" if single else "test (95% CI)"
     best = f"best val {single}" if single else "best val"
-    headers = ["member", *report.swept, "status", test, best, "steps", "train time"]
+    sources = report.sources
+    headers = [
+        "member",
+        *report.swept,
+        "status",
+        test,
+        *(source_title(name, held_out) for name, held_out in sources),
+        best,
+        "steps",
+        "train time",
+    ]
     rows = []
     for m in report.members:
+        own = {(s.name, s.held_out): s for s in m.sources}
+        source_cells = [
+            with_ci(m.metric, own[s].mean, own[s].ci95) if s in own else "" for s in sources
+        ]
         prefix = "" if single or m.metric is None else f"{m.metric} "
         test_cell = with_ci(m.metric, m.test_mean, m.test_ci95) if m.test_mean is not None else ""
         best_cell = ""
@@ -73,13 +87,20 @@ def member_table(report: Report) -> TextTable:
                 *(_key_cell(m, k) for k in report.swept),
                 m.status,
                 prefix + test_cell if test_cell else "",
+                *source_cells,
                 prefix + best_cell if best_cell else "",
                 "" if m.steps is None else str(m.steps),
                 clock(m.train_seconds),
             ]
         )
-    numeric = frozenset({0, *range(len(headers) - 4, len(headers))})  # member, test .. time
+    first = len(headers) - 4 - len(sources)
+    numeric = frozenset({0, *range(first, len(headers))})  # member, test .. time
     return TextTable(headers, rows, numeric, [not m.complete for m in report.members])
+
+
+def source_title(name: str, held_out: bool) -> str:
+    """A source's column: ``omniglot (held out)``, ``kanji (in domain)``."""
+    return f"{name} ({'held out' if held_out else 'in domain'})"
 
 
 def _members_cell(row: ConfigRow) -> str:

@@ -22,6 +22,7 @@ from metarun.report.display import (
     header_lines,
     member_table,
 )
+from metarun.report.members import Member
 from metarun.report.tables import Report
 
 REPORT_MD = "report.md"
@@ -78,6 +79,7 @@ def members_csv(report: Report) -> str:
         "test_mean",
         "test_ci95",
         "test_episodes",
+        *(f"test_{name}_{part}" for name, _ in report.sources for part in ("mean", "ci95")),
         "best_val",
         "best_val_step",
         "steps",
@@ -92,6 +94,7 @@ def members_csv(report: Report) -> str:
             m.test_mean,
             m.test_ci95,
             m.test_episodes,
+            *source_values(m, report.sources),
             m.best_val,
             m.best_step,
             m.steps,
@@ -100,6 +103,15 @@ def members_csv(report: Report) -> str:
         for m in report.members
     ]
     return _csv(header, rows)
+
+
+def source_values(member: Member, sources: list[tuple[str, bool]]) -> list[float | None]:
+    own = {(s.name, s.held_out): s for s in member.sources}
+    return [
+        getattr(own[key], part) if key in own else None
+        for key in sources
+        for part in ("mean", "ci95")
+    ]
 
 
 def configs_csv(report: Report) -> str:

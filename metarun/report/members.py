@@ -33,6 +33,17 @@ class ReportError(MetarunError):
 
 
 @dataclass(frozen=True)
+class SourceResult:
+    """One source's test result in a multi-source run (``summary.json``'s ``test.sources``)."""
+
+    name: str
+    mean: float
+    ci95: float
+    episodes: int
+    held_out: bool
+
+
+@dataclass(frozen=True)
 class Member:
     """One job of a sweep, as its files describe it; test fields are None unless complete."""
 
@@ -49,6 +60,7 @@ class Member:
     steps: int | None = None  # summary's steps, or the last step metrics.jsonl logged
     train_seconds: float | None = None
     curve: tuple[tuple[int, float], ...] = ()  # (step, validation score)
+    sources: tuple[SourceResult, ...] = ()  # multi-source runs: the test result per source
 
     @property
     def complete(self) -> bool:
@@ -142,6 +154,16 @@ def read_member(path: Path) -> Member:
             steps=summary.get("steps", last_step),
             train_seconds=_float_or_none(summary.get("train_seconds")),
             curve=_curve(records, metric),
+            sources=tuple(
+                SourceResult(
+                    name,
+                    float(own["mean"]),
+                    float(own["ci95"]),
+                    int(own["episodes"]),
+                    bool(own["held_out"]),
+                )
+                for name, own in (test.get("sources") or {}).items()
+            ),
         )
     except (KeyError, TypeError, ValueError):
         return Member(number, path, overrides, UNREADABLE, steps=last_step)

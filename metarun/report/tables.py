@@ -64,6 +64,12 @@ class Report:
         return [k for k in self.swept if k != SEED]
 
     @property
+    def sources(self) -> list[tuple[str, bool]]:
+        """Every source tested in a multi-source member, with whether it was held out, in
+        the order the members list them."""
+        return list(dict.fromkeys((s.name, s.held_out) for m in self.members for s in m.sources))
+
+    @property
     def metrics(self) -> list[str]:
         """Every test metric in the sweep; more than one when it sweeps over data sets."""
         return list(dict.fromkeys(m.metric for m in self.members if m.metric is not None))

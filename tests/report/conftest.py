@@ -32,8 +32,10 @@ def write_member(
     curve: Sequence[tuple[int, float]] = (),
     train_seconds: float = 10.0,
     steps: int | None = None,
+    sources: dict[str, tuple[float, float, bool]] | None = None,
 ) -> Path:
-    """A member dir; ``test=(mean, ci95)`` makes it complete, None leaves it without summary."""
+    """A member dir; ``test=(mean, ci95)`` makes it complete, None leaves it without summary;
+    ``sources``: a multi-source run's ``{name: (mean, ci95, held_out)}``."""
     member = sweep / str(number)
     (member / ".hydra").mkdir(parents=True)
     (member / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
@@ -56,6 +58,11 @@ def write_member(
             "steps": last,
             "train_seconds": train_seconds,
         }
+        if sources:
+            summary["test"]["sources"] = {
+                name: {"mean": mean, "ci95": ci95, "episodes": 300, "held_out": held_out}
+                for name, (mean, ci95, held_out) in sources.items()
+            }
         (member / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return member
 

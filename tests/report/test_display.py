@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from metarun.report.display import clock, config_table, header_lines, member_table, score
+from metarun.report.files import members_csv
 from metarun.report.members import collect_sweep
 from metarun.report.tables import build_report
 
@@ -82,3 +83,33 @@ def test_an_optuna_result_is_quoted(tmp_path, member_writer) -> None:
     )
     lines = header_lines(build_report(collect_sweep(tmp_path)))
     assert lines[-1] == "Optuna's best (optimization_results.yaml): optimizer.lr=0.0123 -> 48.5"
+
+
+def test_multi_source_members_show_each_sources_result(tmp_path, member_writer) -> None:
+    member_writer(
+        tmp_path,
+        0,
+        ["algorithm=protonet"],
+        test=(70.0, 1.0),
+        sources={"kanji": (80.0, 1.2, False), "omniglot": (60.0, 1.5, True)},
+    )
+    member_writer(
+        tmp_path,
+        1,
+        ["algorithm=cnaps"],
+        test=(65.0, 1.1),
+        sources={"kanji": (78.0, 1.3, False), "omniglot": (52.5, 1.6, True)},
+    )
+    report = build_report(collect_sweep(tmp_path))
+    table = member_table(report)
+    assert table.headers[3:6] == ["test acc (95% CI)", "kanji (in domain)", "omniglot (held out)"]
+    by_member = {row[0]: row for row in table.rows}
+    assert by_member["0"][3:6] == ["70.0 ± 1.0", "80.0 ± 1.2", "60.0 ± 1.5"]
+    assert by_member["1"][3:6] == ["65.0 ± 1.1", "78.0 ± 1.3", "52.5 ± 1.6"]
+    csv_header = members_csv(report).splitlines()[0].split(",")
+    assert csv_header[7:11] == [
+        "test_kanji_mean",
+        "test_kanji_ci95",
+        "test_omniglot_mean",
+        "test_omniglot_ci95",
+    ]
