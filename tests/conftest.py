@@ -89,6 +89,30 @@ def tiny_overrides(omniglot_sample_root: Path, data_cache_dir: Path):
     return overrides
 
 
+class RecordedPlans(dict):
+    """The plans of every ``FixedEpisodes`` that ``run.py`` draws, listed under ``label``."""
+
+    label: str | None = None
+
+
+@pytest.fixture
+def fixed_plans(monkeypatch: pytest.MonkeyPatch) -> RecordedPlans:
+    """Record the fixed validation and test plans of the runs a test makes: set
+    ``fixed_plans.label`` before each run; its plans are ``fixed_plans[label]``."""
+    from metarun import run as run_module
+    from metarun.data.episodes import FixedEpisodes
+
+    plans = RecordedPlans()
+
+    class Recording(FixedEpisodes):
+        def __init__(self, sampler, count, seed):
+            super().__init__(sampler, count, seed)
+            plans.setdefault(plans.label, []).append(self.plan)
+
+    monkeypatch.setattr(run_module, "FixedEpisodes", Recording)
+    return plans
+
+
 @pytest.fixture(scope="session")
 def compose_config():
     """Compose the shipped config tree with overrides, as the CLI would (no Hydra run)."""

@@ -10,8 +10,6 @@ import pytest
 import torch
 from every_learner import LEARNERS
 
-from metarun import run as run_module
-from metarun.data.episodes import FixedEpisodes
 from metarun.errors import ConfigError, MetarunError
 from metarun.run import RunContext, run
 from metarun.training.checkpoint import load_checkpoint
@@ -42,20 +40,14 @@ NO_TRAINING = ("trainer.max_steps=0", "eval.val_episodes=2", "eval.test_episodes
 
 
 def test_every_algorithm_is_tested_on_the_same_fixed_episodes(
-    tmp_path, tiny_overrides, compose_config, monkeypatch
+    tmp_path, tiny_overrides, compose_config, fixed_plans
 ) -> None:
     """Whatever the learner (and its training episodes), validation and test draw the same
     plans, so a sweep over algorithms is a fair comparison."""
-    plans: dict[str, list[torch.Tensor]] = {}
-
-    class Recording(FixedEpisodes):
-        def __init__(self, sampler, count, seed):
-            super().__init__(sampler, count, seed)
-            plans.setdefault(current, []).append(self.plan)
-
-    monkeypatch.setattr(run_module, "FixedEpisodes", Recording)
+    plans = fixed_plans
     shared = [o for o in tiny_overrides("maml") if not o.startswith("algorithm")]
     for seed, current in enumerate(LEARNERS):  # other training seeds too (trials: their own)
+        plans.label = current
         overrides = [*shared, f"algorithm={current}", f"seed={seed}", *NO_TRAINING]
         run(compose_config(overrides), RunContext(tmp_path / current, current))
     reference = plans["maml"]

@@ -12,7 +12,7 @@ import torch
 
 import metarun
 from metarun import run as run_module
-from metarun.data.episodes import EpisodeList, FixedEpisodes
+from metarun.data.episodes import EpisodeList
 from metarun.run import RunContext, run
 
 
@@ -45,17 +45,11 @@ def overrides(root, cache, algorithm: str, *extra: str) -> list[str]:
 
 
 def test_a_multi_source_run_reports_each_source_on_shared_episodes(
-    tmp_path, omniglot_sample_root, data_cache_dir, compose_config, monkeypatch
+    tmp_path, omniglot_sample_root, data_cache_dir, compose_config, fixed_plans
 ) -> None:
-    plans: dict[str, list[torch.Tensor]] = {}
-
-    class Recording(FixedEpisodes):
-        def __init__(self, sampler, count, seed):
-            super().__init__(sampler, count, seed)
-            plans.setdefault(current, []).append(self.plan)
-
-    monkeypatch.setattr(run_module, "FixedEpisodes", Recording)
+    plans = fixed_plans
     for current, extra in (("protonet", ()), ("maml", ("trainer.max_steps=0",))):
+        plans.label = current
         cfg = compose_config(overrides(omniglot_sample_root, data_cache_dir, current, *extra))
         run(cfg, RunContext(tmp_path / current, current))
     assert all(map(torch.equal, plans["protonet"], plans["maml"]))  # the same fixed episodes
