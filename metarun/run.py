@@ -457,9 +457,13 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "test/episodes": test["episodes"],
         **{f"test/{name}": value for name, value in test.get("extra", {}).items()},
         **{
-            f"test/{name}/{test['metric']}{suffix}": own[key]
+            f"test/{name}/{field}": own[key]
             for name, own in test.get("sources", {}).items()
-            for key, suffix in (("mean", ""), ("ci95", "_ci95"))
+            for key, field in (
+                ("mean", test["metric"]),
+                ("ci95", f"{test['metric']}_ci95"),
+                ("held_out", "held_out"),
+            )
         },
         f"val/best_{best['metric']}": best["score"],
         "val/best_step": best["step"],
