@@ -120,15 +120,9 @@ class EpisodeList:
     def __len__(self) -> int:
         return len(self.episodes)
 
-    def __getitem__(self, index: int) -> Episode:
-        return self.episodes[index][0]
-
     @property
     def ways(self) -> list[int]:
         return [episode.ways for episode in self.episodes]
-
-    def select(self, part: slice) -> EpisodeList:
-        return EpisodeList(self.episodes[part])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeList:
         return EpisodeList([e.to(device, non_blocking=non_blocking) for e in self.episodes])

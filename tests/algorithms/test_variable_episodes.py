@@ -16,6 +16,7 @@ from metarun.data.task import TaskSpec
 from metarun.data.variable_shape import VariableShape
 from metarun.errors import ConfigError
 from metarun.randomness import task_keys
+from metarun.run import check_episode_shapes
 from metarun.training.evaluate import scores
 from metarun.training.trainer import mean_over_episodes
 
@@ -70,3 +71,13 @@ def test_a_meta_batch_of_variable_episodes_trains_and_predicts_their_own_ways(al
             assert classify(episode.query_x[0]).shape[-1] == episode.ways
         scored = scores(learner, variable_episodes(4, seed=2), TASK)["score"]
         assert scored.shape == (4,)
+
+
+def test_a_fixed_shape_learner_on_variable_episodes_is_refused_before_any_data(
+    compose_config,
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        check_episode_shapes(compose_config(["algorithm=snail", "dataset=multi"]))
+    assert raised.value.key == "algorithm" and "dataset.variable" in str(raised.value)
+    check_episode_shapes(compose_config(["algorithm=snail", "dataset=omniglot"]))
+    check_episode_shapes(compose_config(["algorithm=protonet", "dataset=multi"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_images import TinyImages
 
 from metarun.data.episodes import EpisodeList, FixedEpisodes
 from metarun.data.multi_source import MultiSource, to_channels
@@ -117,3 +118,9 @@ def test_bad_compositions_are_one_line_naming_the_key(changes, key) -> None:
         data = multi(**changes)
         data.sampler("train", data.episodes)
     assert raised.value.key == key, raised.value
+
+
+def test_augmentation_with_variable_episodes_is_one_line() -> None:
+    with pytest.raises(ConfigError) as raised:
+        TinyImages(variable=True, augment={"flip": True})
+    assert raised.value.key == "dataset.augment"
