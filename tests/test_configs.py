@@ -87,6 +87,7 @@ SMALL_DATA = {
         "dataset.sources.kanji.characters_per_split=24",
         "dataset.sources.kanji.drawings=16",
         "dataset.sources.kanji.workers=1",
+        "dataset.variable={max_ways: 5, max_support: 10, max_query: 2}",
         *[
             o.replace("dataset.", f"dataset.sources.{source}.", 1)
             for o in tiny
