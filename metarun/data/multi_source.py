@@ -19,7 +19,6 @@ source's index, so fixed episodes stay one tensor (identical across learners and
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -36,13 +35,11 @@ from metarun.data.episodes import (
     EpisodeSpec,
     one_at_a_time,
 )
-from metarun.data.image_dataset import SPLITS, ImageDataset, Split, keeps_on_host
+from metarun.data.image_dataset import ImageDataset, Split, keeps_on_host
 from metarun.data.images import ImageFormat
 from metarun.data.task import TaskSpec
 from metarun.data.variable_shape import VariableShape
 from metarun.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
 
@@ -312,4 +309,4 @@ def _source(name: str, config: Any, shared: dict[str, Any]) -> ImageDataset:
     return made
 
 
-__all__ = ["SPLITS", "MultiSource", "MultiSourceSampler", "to_channels"]
+__all__ = ["MultiSource", "MultiSourceSampler", "to_channels"]
