@@ -68,11 +68,8 @@ def adapts_to_support_ways(method: Method) -> Method:
     def call(self: Any, support_x: Tensor, support_y: Tensor, *args: Any, **kwargs: Any) -> Any:
         if self.task.kind != "classification":
             return method(self, support_x, support_y, *args, **kwargs)
-        head, ways, outputs = (
-            self.classifier_head(),
-            int(support_y.max()) + 1,
-            self.task.output_size,
-        )
+        head, outputs = self.classifier_head(), self.task.output_size
+        ways = int(support_y.max()) + 1
         with first_ways(head, ways, outputs):
             classify = method(self, support_x, support_y, *args, **kwargs)
 

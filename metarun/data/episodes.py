@@ -73,8 +73,9 @@ class EpisodeBatch:
             self.support_x[index], self.support_y[index], self.query_x[index], self.query_y[index]
         )
 
-    def select(self, part: slice) -> EpisodeBatch:
-        """The episodes in ``part`` as a meta-batch of their own (leading dimension kept)."""
+    def select(self, part: slice | Tensor) -> EpisodeBatch:
+        """The episodes in ``part`` (a slice or indices) as a meta-batch of their own (leading
+        dimension kept)."""
         return self._map(lambda t: t[part])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> EpisodeBatch:

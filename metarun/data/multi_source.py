@@ -111,27 +111,36 @@ class MultiSourceSampler:
 
     def source_of(self, plan: Tensor) -> Tensor:
         """Each episode's source (its index among the data set's sources)."""
-        return plan[:, 0, 0].reshape(-1) if plan.dim() == 3 else plan[:, 0, 0, 0]
+        return plan[:, 0].flatten(1)[:, 0]
 
     def gather(self, plan: Tensor) -> EpisodeBatch | EpisodeList:
-        episodes: list[EpisodeBatch] = []
-        for row in plan:
-            i = self.sources.index(int(self.source_of(row[None])[0]))
-            own = row[None, 1:]
+        """Each source's episodes gathered in one call to its sampler, in the plan's order."""
+        which = self.source_of(plan)
+        parts, positions = [], []
+        for i, source in enumerate(self.sources):
+            rows = torch.nonzero(which == source).flatten()
+            if len(rows) == 0:
+                continue
+            own = plan[rows, 1:]
             if self.variable is None:
                 own = own[:, :, : self.spec.shots + self.spec.queries]
-            for episode in one_at_a_time(self.samplers[i].gather(own)):
-                episodes.append(self._shared(episode, self.class_offsets[i]))
+            offset = self.class_offsets[i]
+            parts.extend(
+                self._shared(e, offset) for e in one_at_a_time(self.samplers[i].gather(own))
+            )
+            positions.append(rows)
+        order = torch.cat(positions).argsort()
         if self.variable is not None:
-            return EpisodeList(episodes)
-        return EpisodeBatch(
-            torch.cat([e.support_x for e in episodes]),
-            torch.cat([e.support_y for e in episodes]),
-            torch.cat([e.query_x for e in episodes]),
-            torch.cat([e.query_y for e in episodes]),
-            episodes[0].ways,
-            torch.cat([e.classes for e in episodes]),  # type: ignore[misc]
+            return EpisodeList([parts[j] for j in order.tolist()])
+        batch = EpisodeBatch(
+            torch.cat([e.support_x for e in parts]),
+            torch.cat([e.support_y for e in parts]),
+            torch.cat([e.query_x for e in parts]),
+            torch.cat([e.query_y for e in parts]),
+            parts[0].ways,
+            torch.cat([e.classes for e in parts]),  # type: ignore[misc]
         )
+        return batch.select(order.to(batch.support_x.device))
 
     def _shared(self, episode: EpisodeBatch, class_offset: int) -> EpisodeBatch:
         """An episode in the shared channels, its classes numbered among all sources'."""
