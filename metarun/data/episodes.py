@@ -416,6 +416,11 @@ class EpisodeSampler:
             classes=self.class_of(index[:, 0])[None].to(images.device),
         )
 
+    @property
+    def class_names(self) -> dict[int, str]:
+        """The name of each class index that episodes' ``classes`` give (``episodes.csv``)."""
+        return dict(enumerate(self.classes.names))
+
     def class_of(self, image_index: Tensor) -> Tensor:
         """The split's class index of each image index."""
         return (

@@ -109,6 +109,18 @@ class MultiSourceSampler:
             plan[rows, 0] = self.sources[i]
         return plan
 
+    @property
+    def class_names(self) -> dict[int, str]:
+        """``<source>/<class>`` for each class index episodes give (numbered among all
+        sources', as ``_shared`` numbers them)."""
+        return {
+            offset + index: f"{self.source_names[source]}/{name}"
+            for sampler, source, offset in zip(
+                self.samplers, self.sources, self.class_offsets, strict=True
+            )
+            for index, name in sampler.class_names.items()
+        }
+
     def source_of(self, plan: Tensor) -> Tensor:
         """Each episode's source (its index among the data set's sources)."""
         return plan[:, 0].flatten(1)[:, 0]

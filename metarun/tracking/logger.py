@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 
 @dataclass(frozen=True)
 class RunIdentity:
@@ -17,6 +19,22 @@ class RunIdentity:
     name: str
     group: str | None
     job_type: str
+
+
+def swept_values(overrides: Sequence[str]) -> dict[str, Any]:
+    """The command line's overrides as a flat mapping of typed values, ``{"algorithm": "maml",
+    "algorithm.inner_lr": 0.4, "seed": 1}``: what a sweep varies, kept apart from the nested
+    config so that W&B's parallel-coordinates and run-comparer views offer just these keys."""
+    values: dict[str, Any] = {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or key.startswith("~"):
+            continue
+        try:
+            values[key.lstrip("+")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            values[key.lstrip("+")] = value
+    return values
 
 
 class Logger(Protocol):
@@ -29,6 +47,9 @@ class Logger(Protocol):
 
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         """Keep a checkpoint file with the run (W&B: a model artifact)."""
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """Rows of a table at ``step``, e.g. every test episode's score (W&B: a Table)."""
 
     def preempting(self) -> None:
         """The job is being stopped to be continued later (a requeue), not failing."""
@@ -57,6 +78,10 @@ class LoggerGroup:
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         for logger in self.loggers:
             logger.checkpoint(path, metadata)
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        for logger in self.loggers:
+            logger.table(name, columns, rows, step)
 
     def preempting(self) -> None:
         for logger in self.loggers:

@@ -48,6 +48,9 @@ class MetricsFile:
     def checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         pass
 
+    def table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        pass
+
     def preempting(self) -> None:
         pass
 

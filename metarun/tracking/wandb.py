@@ -140,6 +140,16 @@ class WandbLogger:
         except Exception as error:
             log.warning("W&B could not keep %s as an artifact (%s)", path, error)
 
+    def table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            self.run.log({name: wandb.Table(columns=columns, data=rows)}, step=step)
+        except Exception as error:
+            log.warning("W&B could not log the table %s (%s)", name, error)
+
     def preempting(self) -> None:
         if self.run is None:
             return

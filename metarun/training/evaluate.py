@@ -18,7 +18,8 @@ for bandits, the pseudo-regret.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -45,6 +46,9 @@ class EvalResult:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Multi-source episodes: per source its ``mean``, ``ci95``, ``episodes`` and whether it
     was ``held_out`` (never trained on: out of domain)."""
+    per_episode: dict[str, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    """Every episode's ``score`` (and, for trials, ``regret``), in episode order: the rows of
+    ``episodes.csv``; not part of ``summary.json``."""
 
     def line(self, split: str) -> str:
         """``test acc 97.9 ± 0.3 (95% CI, 600 episodes)``, ``test return 6.62 ± 0.05 (95% CI,
@@ -85,9 +89,9 @@ class EvalResult:
     def as_dict(self) -> dict[str, Any]:
         """Every field, but the optional ones (``extra``, ``episode_returns``, ``sources``)
         only when they hold something."""
-        fields = asdict(self)
+        kept = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_episode"}
         optional = ("extra", "episode_returns", "sources")
-        return {k: v for k, v in fields.items() if v or k not in optional}
+        return {k: copy.deepcopy(v) for k, v in kept.items() if v or k not in optional}
 
 
 @torch.no_grad()
@@ -116,9 +120,12 @@ def evaluate(
         for name, parts in columns.items()
     }
     mean, ci95 = mean_and_ci95(every["score"])
+    rows = {name: every[name] for name in ("score", "regret") if name in every}
     if task.kind != "control":
         by_source = per_source(episodes, every["score"])
-        return EvalResult(task.metric, mean, ci95, len(episodes), sources=by_source)
+        return EvalResult(
+            task.metric, mean, ci95, len(episodes), sources=by_source, per_episode=rows
+        )
     extra = {}
     if "regret" in every:
         extra["regret"], extra["regret_ci95"] = mean_and_ci95(every["regret"])
@@ -126,8 +133,10 @@ def evaluate(
     if by_episode.shape[1] > 1:  # does the learner improve within a trial, and by how much
         extra["first_episode"], extra["first_episode_ci95"] = mean_and_ci95(by_episode[:, 0])
         extra["last_episode"], extra["last_episode_ci95"] = mean_and_ci95(by_episode[:, -1])
-    per_episode = by_episode.mean(dim=0).tolist()
-    return EvalResult(task.metric, mean, ci95, len(episodes), "trials", extra, per_episode)
+    returns = by_episode.mean(dim=0).tolist()
+    return EvalResult(
+        task.metric, mean, ci95, len(episodes), "trials", extra, returns, per_episode=rows
+    )
 
 
 def per_source(episodes: FixedEpisodes, scores: Tensor) -> dict[str, dict[str, Any]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,10 +138,12 @@ class Trainer:
         config: TrainerConfig,
         eval_batch_size: int,
         run_state: dict[str, Any],
+        on_validation: Callable[[EvalResult, int], None] | None = None,
     ) -> None:
         """``optimizer``: one optimiser (and ``scheduler``) for a learner with one parameter
         group, ``Optimisers``, one per group (``scheduler`` then None), or None for a learner
-        with no parameters (nothing to train)."""
+        with no parameters (nothing to train). ``on_validation(result, step)`` runs on the main
+        process after each validation (``eval.val_episode_rows`` writes the episodes' rows)."""
         self.learner = learner
         if optimizer is not None and not isinstance(optimizer, Optimisers):
             optimizer = Optimisers.single(optimizer, scheduler)
@@ -163,6 +166,7 @@ class Trainer:
         self.config = config
         self.eval_batch_size = eval_batch_size
         self.run_state = run_state
+        self.on_validation = on_validation
         check_meta_batch(learner.meta_batch_size, runtime.world_size)
         self.step = 0
         self.train_seconds = 0.0  # wall time of training, validation included
@@ -336,6 +340,8 @@ class Trainer:
         illustrate(
             self.learner, self.val_episodes, self.runtime, self.logger, self.step, "val", result
         )
+        if self.on_validation is not None and self.runtime.is_main:
+            self.on_validation(result, self.step)
         improved = self.task.is_better(result.mean, self.best_score)
         if improved:
             self.best_score, self.best_step = result.mean, self.step
