@@ -149,17 +149,24 @@ class ActingLearner(LoadedRun):
         return policy
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> FewShotLearner | ActingLearner:
-    """The trained learner of a run directory (its best checkpoint) or of a ``.pt`` file."""
+def rebuild(state: dict[str, Any]) -> tuple[Any, Any]:
+    """The learner of a checkpoint's state, with its weights, and the description of the data
+    it was trained on (its task; normalisation measured on its training data). Loads no data."""
     from metarun.run import build  # run.py builds learners the same way for training
 
-    state = load_checkpoint(checkpoint_path(path))
     cfg = OmegaConf.create(state["config"])
     data = build(cfg, "dataset")
     if hasattr(data, "load_state_dict"):  # normalisation measured on the training data
         data.load_state_dict(state.get("data", {}))
     learner = build(cfg, "algorithm", model=build(cfg, "model"), task=data.task)
     learner.load_state_dict(state["learner"])
+    return learner, data
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> FewShotLearner | ActingLearner:
+    """The trained learner of a run directory (its best checkpoint) or of a ``.pt`` file."""
+    state = load_checkpoint(checkpoint_path(path))
+    learner, data = rebuild(state)
     device = torch.device(device)
     learner.to(device).eval()
     if isinstance(data, TrialData):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,14 @@ from metarun.pretrained import check_settings as check_pretrained
 from metarun.provenance import git_state, package_versions
 from metarun.tracking.console import NullReporter, make_reporter
 from metarun.tracking.figure_files import FigureFiles
-from metarun.tracking.logger import Logger, LoggerGroup, RunIdentity
+from metarun.tracking.logger import Logger, LoggerGroup, RunIdentity, swept_values
 from metarun.tracking.metrics_file import MetricsFile
 from metarun.tracking.null import NullLogger
 from metarun.training.checkpoint import Checkpoints, load_checkpoint
+from metarun.training.episode_records import EPISODES_CSV, episode_table
 from metarun.training.evaluate import EvalResult, evaluate
 from metarun.training.figures import illustrate
+from metarun.training.inference import inference_kind
 from metarun.training.optimisers import Optimisers, parameter_groups
 from metarun.training.optimisers import build_optimisers as build_optimisers_for
 from metarun.training.preemption import Preempted, StopSignals
@@ -257,7 +260,11 @@ def make_logger(
                 start.resumed["step"] if start.resumed else None,
             ),
             FigureFiles(context.run_dir / "figures"),
-            build(cfg, "logger")(identity=identity, run_dir=context.run_dir, config=resolved),
+            build(cfg, "logger")(
+                identity=identity,
+                run_dir=context.run_dir,
+                config={**resolved, "swept": swept_values(context.overrides)},
+            ),
         ]
     )
 
@@ -268,28 +275,60 @@ def task_sets(
     """The training sampler and the fixed validation and test sets (from ``eval.seed`` and
     ``eval.seed + 1``), on the run's device: image episodes in the learner's training shape,
     or trials of a task family (every split the same distribution)."""
-    seeds = (cfg.eval.seed, cfg.eval.seed + 1)
+    val = fixed_episodes(cfg, data, "val", cfg.eval.val_episodes, runtime)
+    test = fixed_episodes(cfg, data, "test", cfg.eval.test_episodes, runtime)
     if isinstance(data, TrialData):
-        counts = (cfg.eval.val_episodes, cfg.eval.test_episodes)
-        val, test = (
-            FixedEpisodes(data.sampler(split).to(runtime.device), count, seed)
-            for split, count, seed in zip(("val", "test"), counts, seeds, strict=True)
-        )
         return data.sampler("train").to(runtime.device), val, test
-
     evaluation = data.episodes
     train_spec = learner.training_episodes(evaluation)
+    keys = training_keys(train_spec, evaluation)
+    return placed_sampler(data, "train", train_spec, runtime, keys), val, test
 
-    def placed(split: str, spec: EpisodeSpec, *keys: str) -> TaskSampler:
-        sampler = data.sampler(split, spec, *keys)
-        if hasattr(data, "place"):  # image data sets choose device or pinned host memory
-            return data.place(sampler, runtime.device)
-        return sampler.to(runtime.device)
 
-    sampler = placed("train", train_spec, training_keys(train_spec, evaluation))
-    val = FixedEpisodes(placed("val", evaluation), cfg.eval.val_episodes, seeds[0])
-    test = FixedEpisodes(placed("test", evaluation), cfg.eval.test_episodes, seeds[1])
-    return sampler, val, test
+# The seed of each split's fixed episodes, from eval.seed: the same for every algorithm and
+# training seed, so that runs are compared on the same episodes.
+EVALUATION_SEED_OFFSET = {"val": 0, "test": 1, "train": 2}
+
+
+def fixed_episodes(
+    cfg: DictConfig, data: Any, split: str, count: int, runtime: Runtime
+) -> FixedEpisodes:
+    """``count`` fixed episodes of ``split`` in the data set's evaluation shape (or trials),
+    drawn from ``eval.seed`` plus the split's offset, on the run's device."""
+    seed = cfg.eval.seed + EVALUATION_SEED_OFFSET[split]
+    if isinstance(data, TrialData):
+        return FixedEpisodes(data.sampler(split).to(runtime.device), count, seed)
+    return FixedEpisodes(placed_sampler(data, split, data.episodes, runtime), count, seed)
+
+
+def placed_sampler(
+    data: Any,
+    split: str,
+    spec: EpisodeSpec,
+    runtime: Runtime,
+    keys: tuple[str, str, str] | None = None,
+) -> TaskSampler:
+    """A split's sampler on the run's device (image data sets choose device or pinned host
+    memory); ``keys``: the config keys behind ``spec``, for its errors."""
+    sampler = data.sampler(split, spec, keys) if keys else data.sampler(split, spec)
+    if hasattr(data, "place"):
+        return data.place(sampler, runtime.device)
+    return sampler.to(runtime.device)
+
+
+def validation_rows(
+    cfg: DictConfig, episodes: FixedEpisodes, task: TaskSpec, run_dir: Path
+) -> Callable[[EvalResult, int], None] | None:
+    """With ``eval.val_episode_rows``: each validation's rows as ``val_episodes/step_<N>.csv``
+    (one file per validation, so a resumed run rewrites, never appends)."""
+    if not cfg.eval.get("val_episode_rows"):
+        return None
+
+    def write(result: EvalResult, step: int) -> None:
+        rows = episode_table(episodes, result.per_episode, task, cfg.eval.batch_size)
+        rows.write(run_dir / "val_episodes" / f"step_{step:07d}.csv")
+
+    return write
 
 
 def start_encoder(
@@ -371,6 +410,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         reporter=make_reporter() if runtime.is_main else NullReporter(),
         config=TrainerConfig(**cfg.trainer),
         eval_batch_size=cfg.eval.batch_size,
+        on_validation=validation_rows(cfg, val_episodes, data.task, run_dir),
         run_state={
             "config": resolved,
             "overrides": list(context.overrides),
@@ -395,7 +435,13 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         logger.log(result.metrics("test"), trainer.step)
         illustrate(learner, test_episodes, runtime, logger, trainer.step, "test", result)
         if runtime.is_main:
-            summary = write_summary(summary_path, result, trainer, runtime, context, resolved)
+            rows = episode_table(test_episodes, result.per_episode, data.task, cfg.eval.batch_size)
+            rows.write(run_dir / EPISODES_CSV)
+            logger.table("test/episodes", rows.columns, rows.rows, trainer.step)
+            inference = inference_kind(learner, test_episodes, data.task, runtime.device)
+            summary = write_summary(
+                summary_path, result, trainer, runtime, context, resolved, inference
+            )
             logger.summary(summary_metrics(summary))
             logger.checkpoint(checkpoints.best, summary_metrics(summary))  # log_checkpoints
         exit_code = 0
@@ -421,8 +467,10 @@ def write_summary(
     runtime: Runtime,
     context: RunContext,
     resolved: dict[str, Any],
+    inference: str | None = None,
 ) -> dict[str, Any]:
-    """``summary.json``: the test result and what produced it (rank 0 writes it)."""
+    """``summary.json``: the test result and what produced it (rank 0 writes it); the
+    learner's ``inference`` (inductive or transductive, ``training/inference.py``)."""
     summary = {
         "status": "complete",
         "test": result.as_dict(),
@@ -438,10 +486,14 @@ def write_summary(
         "processes": runtime.world_size,
         "run_dir": str(context.run_dir),
         "wandb_run_id": trainer.run_state["wandb_run_id"],
+        "wandb_group": context.group,
+        "episodes_csv": EPISODES_CSV,
         "config_hash": config_hash(resolved),
         "git": git_state(),
         "versions": package_versions(),
     }
+    if inference is not None:
+        summary["inference"] = inference
     if "pretrained" in trainer.run_state:
         summary["pretrained"] = trainer.run_state["pretrained"]
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
@@ -454,6 +506,7 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     return {
         f"test/{test['metric']}": test["mean"],
         f"test/{test['metric']}_ci95": test["ci95"],
+        "test/result": EvalResult(**test).line("test"),  # the mean with its CI, as printed
         "test/episodes": test["episodes"],
         **{f"test/{name}": value for name, value in test.get("extra", {}).items()},
         **{
