@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from metarun.errors import MetarunError
-from metarun.report.files import CONFIGS_CSV, MEMBERS_CSV, REPORT_MD, write_tables
-from metarun.report.members import collect_sweep
+from metarun.report.files import (
+    COMPARISONS_CSV,
+    CONFIGS_CSV,
+    MEMBERS_CSV,
+    REPORT_MD,
+    write_tables,
+)
+from metarun.report.members import collect_runs, collect_sweep
 from metarun.report.plots import write_plots
 from metarun.report.tables import build_report
 from metarun.report.terminal import show
@@ -41,18 +47,27 @@ def parser() -> argparse.ArgumentParser:
         description=(
             "Compare the members of a sweep (metarun -m) offline: one table of every member "
             "with its swept settings, test score and training time, aggregated over seeds when "
-            f"seed was swept. Writes {REPORT_MD}, {MEMBERS_CSV}, {CONFIGS_CSV} (seeds swept) "
-            "and val_<metric>*.png plots."
+            "seed was swept, and configurations compared episode by episode on the test "
+            f"episodes they share. Writes {REPORT_MD}, {MEMBERS_CSV}, {CONFIGS_CSV} (seeds "
+            f"swept), {COMPARISONS_CSV} (episodes recorded) and val_<metric>*.png, "
+            "paired_<metric>.png plots."
         ),
     )
     made.add_argument(
         "sweep_dir",
         type=Path,
+        nargs="+",
         metavar="SWEEP_DIR",
-        help="a multirun directory, e.g. outputs/multirun/<date>_<time>",
+        help=(
+            "a multirun directory, e.g. outputs/multirun/<date>_<time>; or several run "
+            "directories (each with its summary.json), compared with each other"
+        ),
     )
     made.add_argument(
-        "--out", type=Path, metavar="DIR", help="where to write the report (default: SWEEP_DIR)"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to write the report (default: SWEEP_DIR; for runs, their common parent)",
     )
     made.add_argument(
         "--sort",
@@ -65,13 +80,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    out_dir: Path = args.out or args.sweep_dir
+    dirs: list[Path] = args.sweep_dir
     try:
-        report = build_report(collect_sweep(args.sweep_dir), sort=args.sort)
+        sweep = collect_sweep(dirs[0]) if len(dirs) == 1 else collect_runs(dirs)
+        report = build_report(sweep, sort=args.sort)
     except MetarunError as error:
         fail(str(error))
     except OSError as error:
-        fail(f"cannot read {error.filename or args.sweep_dir}: {error.strerror or error}")
+        fail(f"cannot read {error.filename or dirs[0]}: {error.strerror or error}")
+    out_dir: Path = args.out or (dirs[0] if len(dirs) == 1 else sweep.path)
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is a file; give a directory (it is created if missing)")
     try:

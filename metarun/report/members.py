@@ -1,14 +1,15 @@
 """Reading a multirun directory: one ``Member`` per numbered job directory (``0/``, ``1/``, ...).
 
 Everything comes from files a run writes itself (``.hydra/overrides.yaml``, ``summary.json``,
-``metrics.jsonl``), so a report needs neither W&B nor the checkpoints, and it works on a sweep
-that is still running or that crashed: a member without a complete summary is kept and marked,
-never silently dropped, so a table cannot hide the runs that failed.
+``metrics.jsonl``, ``episodes.csv``), so a report needs neither W&B nor the checkpoints, and it
+works on a sweep that is still running or that crashed: a member without a complete summary is
+kept and marked, never silently dropped, so a table cannot hide the runs that failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from metarun.errors import MetarunError
+from metarun.report.episodes import EpisodeScores, read_episodes
 from metarun.resume import override_key
 from metarun.tracking.metrics_file import read_metrics
 
@@ -61,10 +63,28 @@ class Member:
     train_seconds: float | None = None
     curve: tuple[tuple[int, float], ...] = ()  # (step, validation score)
     sources: tuple[SourceResult, ...] = ()  # multi-source runs: the test result per source
+    inference: str | None = None  # "transductive" or "inductive"; None: not recorded
+    episodes: EpisodeScores | None = None  # per-episode test scores (complete members only)
+    episodes_missing: str | None = None  # why a complete member has no episodes
+    name: str | None = None  # a run directory's label when runs, not a sweep, are compared
 
     @property
     def complete(self) -> bool:
         return self.status == COMPLETE
+
+    @property
+    def label(self) -> str:
+        """The member number in a sweep, the directory's label among separate runs."""
+        return self.name or str(self.number)
+
+
+def inference_of(members: tuple[Member, ...] | list[Member]) -> str:
+    """What the complete members recorded (``transductive``, ``inductive``), ``mixed``, or
+    ``unknown`` for runs from before summary.json said."""
+    seen = {m.inference or "unknown" for m in members if m.complete}
+    if len(seen) > 1:
+        return "mixed"
+    return seen.pop() if seen else "unknown"
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,7 @@ class Sweep:
     path: Path
     members: list[Member]
     optuna: dict[str, Any] | None = None  # best_params and best_value, for Optuna sweeps
+    runs: bool = False  # separate run directories given one by one, not one multirun directory
 
 
 def is_member_dir(path: Path) -> bool:
@@ -96,6 +117,37 @@ def collect_sweep(sweep_dir: Path) -> Sweep:
     return Sweep(sweep_dir, [read_member(d) for d in dirs], read_optuna_results(sweep_dir))
 
 
+RUNS_VALID = "give run directories (each with a summary.json), or a single sweep directory"
+
+
+def collect_runs(run_dirs: list[Path]) -> Sweep:
+    """Separate run (or evaluation) directories as one-member configurations, numbered in the
+    order given and labelled by their directory names (by enough of their paths when names
+    repeat); the report sits in their common parent."""
+    for path in run_dirs:
+        if not path.is_dir():
+            raise ReportError(f"{path} is not a directory; {RUNS_VALID}")
+        if member_dirs(path):
+            raise ReportError(f"{path} is a sweep; {RUNS_VALID}, not both")
+    resolved = [p.resolve() for p in run_dirs]
+    if len(set(resolved)) < len(resolved):
+        raise ReportError(f"a run directory is given twice; {RUNS_VALID}")
+    labels = run_labels(resolved)
+    members = [read_member(p, i, labels[i]) for i, p in enumerate(resolved)]
+    parent = Path(os.path.commonpath(resolved))
+    return Sweep(parent if parent not in resolved else parent.parent, members, runs=True)
+
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """The shortest path ends that tell the directories apart: ``a``, ``b``, or ``x/eval``,
+    ``y/eval`` when the names repeat."""
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
+
+
 def _why_not_a_sweep(path: Path) -> str:
     if (path / "summary.json").is_file() or (path / ".hydra").is_dir():
         return f"{path} is a single run, not a sweep; {VALID}"
@@ -115,8 +167,9 @@ def parse_overrides(lines: list[Any]) -> dict[str, str]:
     return parsed
 
 
-def read_member(path: Path) -> Member:
-    number = int(path.name)
+def read_member(path: Path, number: int | None = None, name: str | None = None) -> Member:
+    """The member in ``path``; ``number`` defaults to the directory's name (``3/``)."""
+    number = int(path.name) if number is None else number
     overrides = _read_overrides(path / ".hydra" / "overrides.yaml")
     records = _read_records(path / "metrics.jsonl")
     summary = _read_summary(path / "summary.json")
@@ -136,10 +189,13 @@ def read_member(path: Path) -> Member:
             best_step=best_step,
             steps=last_step,
             curve=curve,
+            name=name,
         )
     try:
         test, best = summary["test"], summary.get("best_val") or {}
         metric = str(test["metric"])
+        inference = summary.get("inference")
+        episodes, missing = read_episodes(path, metric)
         return Member(
             number=number,
             path=path,
@@ -156,17 +212,21 @@ def read_member(path: Path) -> Member:
             curve=_curve(records, metric),
             sources=tuple(
                 SourceResult(
-                    name,
+                    source,
                     float(own["mean"]),
                     float(own["ci95"]),
                     int(own["episodes"]),
                     bool(own["held_out"]),
                 )
-                for name, own in (test.get("sources") or {}).items()
+                for source, own in (test.get("sources") or {}).items()
             ),
+            inference=str(inference) if inference is not None else None,
+            episodes=episodes,
+            episodes_missing=missing,
+            name=name,
         )
     except (KeyError, TypeError, ValueError):
-        return Member(number, path, overrides, UNREADABLE, steps=last_step)
+        return Member(number, path, overrides, UNREADABLE, steps=last_step, name=name)
 
 
 def _read_overrides(path: Path) -> dict[str, str] | None:

@@ -1,4 +1,5 @@
-"""PNG plots of the validation score against the step, one line per member or per configuration.
+"""PNG plots of the validation score against the step, one line per member or per configuration,
+and of the per-episode differences of every paired comparison.
 
 Drawn on matplotlib's Agg canvas directly (no pyplot): no display, no global backend state, and
 the PNG is rendered in memory and written atomically like every other report file. One plot per
@@ -7,6 +8,7 @@ test metric, so a sweep over data sets never puts accuracy and MSE on one axis.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,10 +19,18 @@ from matplotlib.ticker import MaxNLocator
 
 from metarun.atomic import atomic_write_bytes
 from metarun.pictures import file_stem, new_figure, png_bytes
+from metarun.report.comparisons import Comparison
 from metarun.report.members import Member
 from metarun.report.tables import SEED, ConfigRow, Report
 
 MAX_LEGEND = 20  # beyond this a legend hides the plot; the CSV maps members to settings
+# matplotlib 3.10 renamed boxplot's vert=False to orientation="horizontal" (vert is deprecated).
+HORIZONTAL = (
+    {"orientation": "horizontal"}
+    if "orientation" in inspect.signature(Axes.boxplot).parameters
+    else {"vert": False}
+)
+MAX_PAIRS = 20  # comparisons drawn in one paired_<metric>.png; comparisons.csv holds them all
 
 
 def label(values: dict[str, str | None], keys: Sequence[str]) -> str:
@@ -102,9 +112,45 @@ def plot_configs(report: Report, metric: str, path: Path) -> Path | None:
     return _png(figure, axes, len(curves), path)
 
 
+def plot_differences(report: Report, metric: str, path: Path) -> Path | None:
+    """One box per comparison (its paired seeds pooled) of the per-episode differences A - B,
+    the mean as a dot and zero as a line: how often and by how much A beat B, not only on
+    average."""
+    shown = [c for c in report.comparisons if c.metric == metric and c.pairs]
+    if not shown:
+        return None
+    total, shown = len(shown), shown[:MAX_PAIRS]
+    figure = new_figure(9, max(3.0, 1.5 + 0.5 * len(shown)))
+    axes = figure.add_subplot()
+    data = [[d for p in c.pairs for d in p.differences] for c in reversed(shown)]
+    names = [_pair_name(c) for c in reversed(shown)]
+    axes.boxplot(data, widths=0.6, flierprops={"markersize": 2}, **HORIZONTAL)
+    means = [sum(d) / len(d) for d in data]
+    axes.plot(means, range(1, len(data) + 1), "o", color="tab:red", label="mean")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_yticks(range(1, len(data) + 1), names, fontsize="small")
+    unit = " (points)" if metric == "acc" else ""
+    axes.set_xlabel(f"A - B, test {metric} per episode{unit}")
+    more = f", first {len(shown)} of {total} comparisons" if total > len(shown) else ""
+    axes.set_title(
+        f"{report.path.name}\npaired differences per test episode{more}", fontsize="medium"
+    )
+    axes.grid(alpha=0.3, axis="x")
+    axes.legend(loc="best", fontsize="small")
+    atomic_write_bytes(path, png_bytes(figure))
+    return path
+
+
+def _pair_name(comparison: Comparison) -> str:
+    seeds = len(comparison.pairs)
+    own = f"{comparison.a.label} vs {comparison.b.label}"
+    return f"{own} ({seeds} seeds pooled)" if seeds > 1 else own
+
+
 def write_plots(report: Report, out_dir: Path) -> list[Path]:
     """``val_<metric>.png`` per member and, when seeds were swept, ``val_<metric>_by_config.png``
-    with the seeds averaged; a metric with no validation logged yet gets no plot."""
+    with the seeds averaged; a metric with no validation logged yet gets no plot. Then
+    ``paired_<metric>.png`` for the comparisons that paired something."""
     written = []
     for metric in report.metrics:
         made = [plot_members(report, metric, out_dir / f"val_{file_stem(metric)}.png")]
@@ -113,4 +159,7 @@ def write_plots(report: Report, out_dir: Path) -> list[Path]:
                 plot_configs(report, metric, out_dir / f"val_{file_stem(metric)}_by_config.png")
             )
         written += [p for p in made if p is not None]
+    for metric in report.metrics:
+        made_pair = plot_differences(report, metric, out_dir / f"paired_{file_stem(metric)}.png")
+        written += [made_pair] if made_pair is not None else []
     return written

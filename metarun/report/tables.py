@@ -11,10 +11,11 @@ incomplete members are listed with their configuration but never enter its numbe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from metarun.report.comparisons import Comparison, Side, compare_all
 from metarun.report.members import Member, Sweep
 from metarun.report.stats import SeedStats, across_seeds
 
@@ -58,6 +59,9 @@ class Report:
     configs: list[ConfigRow] | None  # None unless seed was swept
     sort: SortOrder = "score"
     optuna: dict[str, Any] | None = None
+    runs: bool = False  # separate run directories, not one sweep
+    comparisons: list[Comparison] = field(default_factory=list)  # paired on shared episodes
+    comparable: int = 0  # configurations (or runs) that could be compared
 
     @property
     def config_keys(self) -> list[str]:
@@ -68,6 +72,11 @@ class Report:
         """Every source tested in a multi-source member, with whether it was held out, in
         the order the members list them."""
         return list(dict.fromkeys((s.name, s.held_out) for m in self.members for s in m.sources))
+
+    @property
+    def inference_known(self) -> bool:
+        """Whether any member recorded its inference (an ``inference`` column is worth it)."""
+        return any(m.inference is not None for m in self.members)
 
     @property
     def metrics(self) -> list[str]:
@@ -138,18 +147,39 @@ def sort_configs(rows: Iterable[ConfigRow], order: SortOrder) -> list[ConfigRow]
     return sorted(rows, key=lambda r: _rank(r.stats.mean if r.stats else None, r.metric, first(r)))
 
 
+def config_label(values: dict[str, str | None], keys: Iterable[str]) -> str:
+    """``optimizer.lr=0.001, algorithm=protonet``: a configuration's swept settings."""
+    return ", ".join(f"{k}={values.get(k) or ''}" for k in keys)
+
+
+def comparison_sides(
+    sweep: Sweep, members: list[Member], keys: list[str], sort: SortOrder
+) -> list[Side]:
+    """What the paired comparisons compare: each run when runs were given one by one, else
+    each configuration of the non-seed swept keys (a single member when seed was not swept)."""
+    if sweep.runs:
+        return [Side(m.label, (m,), m.metric) for m in members]
+    rows = sort_configs(aggregate(sweep.members, keys), sort)
+    return [Side(config_label(r.values, keys) or "all members", r.members, r.metric) for r in rows]
+
+
 def build_report(sweep: Sweep, sort: SortOrder = "score") -> Report:
     constants, swept = split_keys(sweep.members)
     configs = None
+    keys = [k for k in swept if k != SEED]
     if SEED in swept:
-        keys = [k for k in swept if k != SEED]
         configs = sort_configs(aggregate(sweep.members, keys), sort)
+    members = sort_members(sweep.members, sort)
+    sides = comparison_sides(sweep, members, keys, sort)
     return Report(
         path=sweep.path.resolve(),
         constants=constants,
         swept=swept,
-        members=sort_members(sweep.members, sort),
+        members=members,
         configs=configs,
         sort=sort,
         optuna=sweep.optuna,
+        runs=sweep.runs,
+        comparisons=compare_all(sides, by_seed=not sweep.runs),
+        comparable=len(sides),
     )

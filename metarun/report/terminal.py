@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from itertools import groupby
 from typing import TextIO
 
 from rich import box
@@ -15,14 +16,17 @@ from rich.table import Table
 from rich.text import Text
 
 from metarun.report.display import (
+    COMPARISONS_NOTE,
     CONFIGS_NOTE,
     MEMBERS_NOTE,
     TextTable,
+    comparison_lines,
+    comparison_table,
     config_table,
     header_lines,
     member_table,
 )
-from metarun.report.files import markdown
+from metarun.report.files import PAIRED_TITLE, markdown
 from metarun.report.tables import Report
 
 
@@ -60,3 +64,23 @@ def show(report: Report, stream: TextIO | None = None) -> None:
     if report.configs is not None:
         console.print(rich_table(config_table(report), "By configuration", CONFIGS_NOTE))
     console.print(rich_table(member_table(report), "Members", MEMBERS_NOTE))
+    lines = comparison_lines(report)
+    if lines or report.comparisons:
+        console.print(Text(f"\n{PAIRED_TITLE}", style="bold"))
+    for name, table in per_comparison(comparison_table(report)):
+        console.print(rich_table(table, name, ""))
+    if any(c.pairs for c in report.comparisons):
+        console.print(Text(COMPARISONS_NOTE, style="dim italic"))
+    for line in lines:
+        console.print(Text(f"- {line}"))
+
+
+def per_comparison(table: TextTable) -> list[tuple[str, TextTable]]:
+    """The comparisons' table split into one per pair of configurations, titled "A vs B": a
+    terminal has no room for that long first column beside the numbers."""
+    right = frozenset(i - 1 for i in table.right if i > 0)
+    split = []
+    for name, rows in groupby(table.rows, key=lambda row: row[0]):
+        kept = [row[1:] for row in rows]
+        split.append((name, TextTable(table.headers[1:], kept, right, [False] * len(kept))))
+    return split

@@ -1,13 +1,15 @@
 """Fixtures for the report: hand-written members for unit tests, and one real sweep per session.
 
 ``write_member`` writes the files a run leaves behind (``.hydra/overrides.yaml``,
-``summary.json``, ``metrics.jsonl``) in the formats ``run.py`` and ``MetricsFile`` write them.
+``summary.json``, ``metrics.jsonl``, and ``episodes.csv`` when given scores) in the formats
+``run.py`` and ``MetricsFile`` write them.
 ``finished_sweep`` is a real ``metarun -m`` over two learning rates and two seeds on the
 Omniglot sample (a few ProtoNet steps each, about 20 seconds on two cores), made once and shared.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,9 +35,13 @@ def write_member(
     train_seconds: float = 10.0,
     steps: int | None = None,
     sources: dict[str, tuple[float, float, bool]] | None = None,
+    inference: str | None = None,
+    episodes: Sequence[float] | None = None,
+    eval_seed: int = 0,
 ) -> Path:
     """A member dir; ``test=(mean, ci95)`` makes it complete, None leaves it without summary;
-    ``sources``: a multi-source run's ``{name: (mean, ci95, held_out)}``."""
+    ``sources``: a multi-source run's ``{name: (mean, ci95, held_out)}``; ``episodes``: the
+    per-episode scores of ``episodes.csv``, on the episodes of ``eval_seed``."""
     member = sweep / str(number)
     (member / ".hydra").mkdir(parents=True)
     (member / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
@@ -63,8 +69,32 @@ def write_member(
                 name: {"mean": mean, "ci95": ci95, "episodes": 300, "held_out": held_out}
                 for name, (mean, ci95, held_out) in sources.items()
             }
+        if inference is not None:
+            summary["inference"] = inference
         (member / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if episodes is not None:
+        write_episodes(member, episodes, eval_seed)
     return member
+
+
+EPISODES_HEADER = "episode,seed,episode_id,source,ways,shots,queries,classes,score"
+
+
+def episode_id(eval_seed: int, index: int) -> str:
+    """16 hex characters, the same for the same episode of the same eval.seed."""
+    return hashlib.sha256(f"{eval_seed}/{index}".encode()).hexdigest()[:16]
+
+
+def write_episodes(run_dir: Path, scores: Sequence[float], eval_seed: int = 0) -> Path:
+    """``episodes.csv`` as runs write it: 5-way 1-shot, 15 queries, an extra ``regret``
+    column that readers must ignore."""
+    lines = [EPISODES_HEADER + ",regret"]
+    for i, score in enumerate(scores):
+        classes = ";".join(f"omniglot/Greek/character{c:02d}" for c in range(i % 3, i % 3 + 5))
+        lines.append(f"{i},{eval_seed},{episode_id(eval_seed, i)},,5,1,15,{classes},{score!r},0")
+    path = run_dir / "episodes.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture

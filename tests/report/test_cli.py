@@ -16,6 +16,15 @@ from PIL import Image
 from metarun.report.cli import main
 
 FILES = ["report.md", "report.csv", "report_by_config.csv", "val_acc.png", "val_acc_by_config.png"]
+PAIRED = ["comparisons.csv", "paired_acc.png"]  # once runs record episodes.csv
+
+
+def expected_files(sweep: Path) -> list[str]:
+    """The files a report writes: with the paired comparisons when the members recorded their
+    test episodes (the real sweep does once metarun writes episodes.csv)."""
+    if not any(sweep.glob("*/episodes.csv")):
+        return FILES
+    return [*FILES[:3], PAIRED[0], *FILES[3:], PAIRED[1]]
 
 
 def overrides_of(member: Path) -> dict[str, str]:
@@ -61,11 +70,11 @@ def reported(finished_sweep: Path, tmp_path_factory, run_command):
 
 def test_the_report_is_written_and_shown(reported) -> None:
     sweep, done = reported
-    for name in FILES:
+    for name in expected_files(sweep):
         assert (sweep / name).is_file(), name
     assert "Traceback" not in done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[-1] == f"wrote {', '.join(FILES)} to {sweep}"
+    assert lines[-1] == f"wrote {', '.join(expected_files(sweep))} to {sweep}"
     # No terminal: plain text, which is report.md without the plots section.
     shown = done.stdout[: done.stdout.rindex("\nwrote ")]
     assert (sweep / "report.md").read_text().startswith(shown.rstrip("\n"))
@@ -183,7 +192,7 @@ def test_out_dir_and_member_order(reported, tmp_path, capsys) -> None:
     out = tmp_path / "elsewhere" / "report"
     main([str(sweep), "--out", str(out), "--sort", "member"])  # in-process: no second startup
     assert capsys.readouterr().out.endswith(f"to {out}\n")
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected_files(sweep))
     assert [r["member"] for r in read_csv(out / "report.csv")] == ["0", "1", "2", "3", "4"]
     assert "rows sorted by member number" in (out / "report.md").read_text()
     assert (sweep / "report.md").read_bytes() == before
