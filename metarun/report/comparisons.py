@@ -20,8 +20,6 @@ from metarun.report.paired import PairedStats, paired
 from metarun.report.stats import SeedStats, across_seeds
 
 SEED = "seed"
-# episodes.csv keeps accuracy as a fraction; the report shows accuracy points, as summary.json.
-UNITS = {"acc": 100.0}
 
 
 @dataclass(frozen=True)
@@ -82,9 +80,7 @@ def _pair(a: Side, b: Side, seed: str | None, ma: Member, mb: Member) -> SeedPai
     why = mismatch(names[0], ma.episodes, names[1], mb.episodes)
     if why is not None:
         return why
-    scale = UNITS.get(a.metric or "", 1.0)
-    a_scores = [s * scale for s in ma.episodes.scores]
-    b_scores = [s * scale for s in mb.episodes.scores]
+    a_scores, b_scores = list(ma.episodes.scores), list(mb.episodes.scores)
     differences = tuple(x - y for x, y in zip(a_scores, b_scores, strict=True))
     return SeedPair(seed, ma, mb, paired(a_scores, b_scores), differences)
 

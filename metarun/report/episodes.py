@@ -21,7 +21,8 @@ NOT_RECORDED = f"has no {EPISODES_CSV} (run before metarun recorded episodes)"
 
 @dataclass(frozen=True)
 class EpisodeScores:
-    """One run's test scores in episode order, as the file holds them (accuracy in [0, 1])."""
+    """One run's test scores in episode order, as the file holds them (accuracy in percent, as
+    ``summary.json``)."""
 
     ids: tuple[str, ...]
     scores: tuple[float, ...]
@@ -59,8 +60,8 @@ def read_episodes(
     bad = next((i for i, s in enumerate(scores) if not math.isfinite(s)), None)
     if bad is not None:
         return None, f"scored {scores[bad]} on episode {bad} ({EPISODES_CSV})"
-    if metric == "acc" and not all(0.0 <= s <= 1.0 for s in scores):
-        return None, f"has accuracies outside [0, 1] in {EPISODES_CSV} (expected fractions)"
+    if metric == "acc" and not all(0.0 <= s <= 100.0 for s in scores):
+        return None, f"has accuracies outside [0, 100] in {EPISODES_CSV} (percent expected)"
     seeds = tuple(dict.fromkeys(row.get("seed") or "" for row in rows))
     ids = tuple(row["episode_id"] or "" for row in rows)
     return EpisodeScores(ids, tuple(scores), tuple(s for s in seeds if s)), None

@@ -118,6 +118,7 @@ def test_seeds_are_aggregated_with_a_t_interval(reported) -> None:
     rows = read_csv(sweep / "report_by_config.csv")
     assert list(rows[0]) == [
         "optimizer.lr",
+        "inference",  # measured by every run (ProtoNet: inductive)
         "seeds",
         "metric",
         "test_mean",
@@ -152,15 +153,18 @@ def test_markdown_report(reported) -> None:
     assert f"- sweep: {sweep.resolve()}" in text
     assert "- members: 5 (4 complete, 1 without a complete summary.json)" in text
     assert "- test metric: acc (higher is better); rows sorted by best test score first" in text
-    assert "dataset.ways=3" in text and "optimizer.lr=" not in text and "resume" not in text
     configs, members = text.index("## By configuration"), text.index("## Members")
+    fixed = text[:configs]  # the settings every member shares, above the tables
+    assert "dataset.ways=3" in fixed and "optimizer.lr=" not in fixed and "resume" not in text
     assert configs < members < text.index("## Validation curves")
-    table = [line for line in text[members:].splitlines() if line.startswith("|")]
+    section = text[members:].split("\n## ", 2)[0]  # the members table, not the comparisons'
+    table = [line for line in section.splitlines() if line.startswith("|")]
     assert table[0].split("|")[1:-1] == [
         " member ",
         " optimizer.lr ",
         " seed ",
         " status     ",
+        " inference ",
         " test acc (95% CI) ",
         " best val acc ",
         " steps ",
@@ -170,7 +174,8 @@ def test_markdown_report(reported) -> None:
         cells = [c.strip() for c in line.split("|")[1:-1]]
         if cells[3] == "complete":
             test = summary_of(sweep / cells[0])["test"]
-            assert cells[4] == f"{test['mean']:.1f} ± {test['ci95']:.1f}"
+            assert cells[4] == "inductive"  # ProtoNet, as measured
+            assert cells[5] == f"{test['mean']:.1f} ± {test['ci95']:.1f}"
     assert [c.strip() for c in table[-1].split("|")[1:-1]][:4] == ["4", "0.002", "2", "incomplete"]
     for plot in ("val_acc.png", "val_acc_by_config.png"):
         assert f"![{plot[:-4]}]({plot})" in text

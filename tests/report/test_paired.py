@@ -93,7 +93,7 @@ def test_edge_cases() -> None:
 
 def scores(seed: int, p: float, n: int = 40) -> list[float]:
     rng = random.Random(seed)
-    return [sum(rng.random() < p for _ in range(75)) / 75 for _ in range(n)]
+    return [100 * sum(rng.random() < p for _ in range(75)) / 75 for _ in range(n)]  # percent
 
 
 def test_members_tested_on_other_episodes_are_not_paired(tmp_path, member_writer) -> None:
@@ -135,7 +135,7 @@ def test_end_to_end_on_a_sweep_with_episodes(tmp_path, member_writer, capsys) ->
                 sweep,
                 number,
                 [f"algorithm={algorithm}", f"seed={seed}"],
-                test=(100 * sum(own) / len(own), 1.0),
+                test=(sum(own) / len(own), 1.0),
                 curve=[(2, 50.0)],
                 inference=inference,
                 episodes=own,
@@ -150,8 +150,8 @@ def test_end_to_end_on_a_sweep_with_episodes(tmp_path, member_writer, capsys) ->
     means = []
     for row in rows[:3]:
         a, b = per_seed["protonet", int(row["seed"])], per_seed["maml", int(row["seed"])]
-        t, w = reference([100 * x for x in a], [100 * y for y in b])
-        means.append(100 * sum(a) / 40 - 100 * sum(b) / 40)
+        t, w = reference(a, b)
+        means.append(sum(a) / 40 - sum(b) / 40)
         assert float(row["mean_diff"]) == pytest.approx(means[-1], rel=1e-12)
         assert float(row["t_p"]) == pytest.approx(t.pvalue, rel=1e-9)
         assert float(row["wilcoxon"]) == w.statistic
@@ -193,7 +193,7 @@ class Terminal(io.StringIO):
 def test_a_terminal_gets_a_table_per_comparison(tmp_path, member_writer) -> None:
     for number, (algorithm, p) in enumerate((("protonet", 0.9), ("maml", 0.8))):
         own = scores(number, p)
-        test, keys = (100 * sum(own) / 40, 1.0), [f"algorithm={algorithm}"]
+        test, keys = (sum(own) / 40, 1.0), [f"algorithm={algorithm}"]
         member_writer(tmp_path, number, keys, test=test, episodes=own, inference="inductive")
     stream = Terminal()
     show(build_report(collect_sweep(tmp_path)), stream)
@@ -204,12 +204,12 @@ def test_a_terminal_gets_a_table_per_comparison(tmp_path, member_writer) -> None
 
 
 def test_an_episodes_file_that_cannot_be_trusted_gives_a_reason(tmp_path, member_writer) -> None:
-    run = member_writer(tmp_path, 0, ["seed=0"], test=(50.0, 1.0), episodes=[0.5, 0.6, 0.7])
+    run = member_writer(tmp_path, 0, ["seed=0"], test=(50.0, 1.0), episodes=[50.0, 60.0, 70.0])
     good = (run / "episodes.csv").read_text()
     cases = {
-        good.replace(",0.6,", ",nan,"): "scored nan on episode 1",
-        good.replace(",0.6,", ",60.0,"): "accuracies outside [0, 1]",
-        good.replace(",0.6,", ",x,"): "not a number",
+        good.replace(",60.0,", ",nan,"): "scored nan on episode 1",
+        good.replace(",60.0,", ",160.0,"): "accuracies outside [0, 100]",
+        good.replace(",60.0,", ",x,"): "not a number",
         good.replace("\n1,", "\n7,"): "not 0, 1, 2, ... in order",
         good.replace("episode_id", "id"): "without the column episode_id",
         good.splitlines()[0] + "\n": "without episodes",
@@ -220,4 +220,4 @@ def test_an_episodes_file_that_cannot_be_trusted_gives_a_reason(tmp_path, member
         assert member.episodes is None and why in member.episodes_missing, why
     (run / "episodes.csv").write_text(good)
     (member,) = collect_sweep(tmp_path).members
-    assert member.episodes.scores == (0.5, 0.6, 0.7) and member.episodes.eval_seeds == ("0",)
+    assert member.episodes.scores == (50.0, 60.0, 70.0) and member.episodes.eval_seeds == ("0",)
