@@ -10,8 +10,7 @@ on (``training_episodes`` of the data set's 5-way 1-shot 15-query; MAML: one que
 The meta-batch is the YAML's ``meta_batch_size``, capped at 32 tasks for Omniglot and 4 for
 miniImageNet (MAML's miniImageNet meta-batch) to keep the run short on a CPU (``--max-tasks``
 changes the cap). It needs nothing beyond the ``MetaLearner`` protocol, so a new learner is
-benchmarked as soon as its YAML exists; in a default list, names without a YAML yet are skipped
-(and listed), and a name given to ``--algorithms`` without one is a one-line error.
+benchmarked as soon as its YAML exists (``family_algorithms``: which names run, which wait).
 """
 
 from __future__ import annotations
