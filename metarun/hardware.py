@@ -42,7 +42,8 @@ effects of a reentrant checkpoint, and runs that part eagerly).
 
 Conv weights take the memory format each learner declares fastest (``channels_last: auto``):
 channels-last for ProtoNet (1.3-1.4x on a 2-core CPU), contiguous for vmapped MAML, whose grouped
-convolutions are slower channels-last (0.76-0.92x); ``scripts/benchmark.py`` measures both.
+convolutions are slower channels-last (0.76-0.92x); ``scripts/benchmarks/maml_protonet.py``
+measures both.
 
 ``ddp`` is one process per GPU (or several on a CPU) under ``torchrun``: ``DistributedHardware``
 joins the process group and the ``Runtime`` knows its rank and world size and offers the few

@@ -158,7 +158,7 @@ class GradientLearner(PolicySearch, nn.Module):
     hooks named in the module docstring."""
 
     # Vmapped convolutions with per-task weights run as grouped convolutions, which are slower
-    # channels-last on a CPU (scripts/benchmark.py: 0.76-0.92x of contiguous).
+    # channels-last on a CPU (scripts/benchmarks/maml_protonet.py: 0.76-0.92x of contiguous).
     memory_format = torch.contiguous_format
 
     def __init__(

@@ -23,7 +23,8 @@ In training, a meta-batch of several episodes goes through the encoder one episo
 so BatchNorm normalises each with its own statistics and the loss is the mean of the episodes'
 own losses however episodes are grouped (one call, several, or spread over processes with
 ``hardware=ddp``); the running statistics take one update per meta-batch (``EpisodeBatchNorm``).
-On a CPU this is also faster than one pass over the whole meta-batch (``scripts/benchmark.py``).
+On a CPU this is also faster than one pass over the whole meta-batch
+(``scripts/benchmarks/maml_protonet.py``).
 Evaluation, where BatchNorm uses running statistics, embeds a whole batch of episodes at once.
 """
 
@@ -69,7 +70,8 @@ def prototype_logits(
 
 class ProtoNet(nn.Module):
     autocast_safe = True
-    # Plain convolutions: channels-last is 1.3-1.4x faster on a CPU (scripts/benchmark.py).
+    # Plain convolutions: channels-last is 1.3-1.4x faster on a CPU
+    # (scripts/benchmarks/maml_protonet.py).
     memory_format = torch.channels_last
 
     def __init__(

@@ -4,8 +4,8 @@ Pushing a whole meta-batch through one pass would normalise every episode with s
 over all of them, so a learner's loss would depend on which episodes share a pass: a meta-batch
 of 4 in one process and 2 + 2 on two processes (``hardware=ddp``) would train differently.
 Passing episodes one at a time gives each its own statistics (and is also the fastest on a CPU,
-see ``scripts/benchmark.py``), but plain BatchNorm would then update its running statistics
-once per episode, in order, which again depends on the grouping.
+see ``scripts/benchmarks/maml_protonet.py``), but plain BatchNorm would then update its running
+statistics once per episode, in order, which again depends on the grouping.
 
 Inside ``one_running_update``, an ``EpisodeBatchNorm`` normalises each call's batch (one
 episode) with its own statistics, exactly as ``BatchNorm`` does, and gives the running statistics

@@ -1,5 +1,5 @@
 """Data-loading speed: episodes/s of each data set's sampler against what training consumes, and
-the time to build each cache. Run through ``python scripts/benchmark.py --data``.
+the time to build each cache.
 
 * Sampler: ``draw`` + ``gather`` of 32 episodes of 5-way 1-shot 15-query, normalised floats on
   the device, for the training split's real layout of each data set (classes x images x
@@ -13,10 +13,15 @@ the time to build each cache. Run through ``python scripts/benchmark.py --data``
   kanjivg), Omniglot (the sample next to the repository), ``dataset=folder`` (the same sample as
   a grouped folder). For formats whose files cannot be had here, the decoding rate of synthetic
   images of the real size and format, and the full data set's time at that rate.
+
+Run from the repository root::
+
+    python scripts/benchmarks/data_loading.py [--no-caches] [--repeats N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import tempfile
 import time
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from timing import add_common_arguments, default_repeats, setup_hardware, time_steps
 
 from metarun.algorithms import ProtoNet
 from metarun.data.decode_pool import decode_bytes
@@ -41,7 +47,8 @@ from metarun.models import Conv4
 
 EPISODES = 32
 SPEC = EpisodeSpec(ways=5, shots=1, queries=15)
-OMNIGLOT_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+# shared/ lies beside the repository, the folder above scripts/benchmarks/../..
+OMNIGLOT_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
 
 
 @dataclass(frozen=True)
@@ -70,22 +77,9 @@ def rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def fastest(step: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Seconds of the fastest of ``repeats`` timed calls, after one warm-up."""
-    step()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(time_steps(step, None, repeats, device))
 
 
 def sampler_for(layout: Layout, device: torch.device) -> tuple[EpisodeSampler, str]:
@@ -224,3 +218,20 @@ def run(device: torch.device, repeats: int, workers: int | None, caches: bool) -
     sampler_rows(device, repeats)
     if caches:
         cache_rows(workers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add_common_arguments(parser, "timed calls per measurement (5; --quick 2)", children=False)
+    parser.add_argument("--quick", action="store_true", help="2 repeats")
+    parser.add_argument("--no-caches", action="store_true", help="samplers only")
+    args = parser.parse_args(argv)
+    default_repeats(parser, args, 5)
+    device, threads = setup_hardware(args)
+    started = time.perf_counter()
+    run(device, args.repeats, workers=None, caches=not args.no_caches)
+    print(f"\ntotal wall time {time.perf_counter() - started:.0f} s, {threads} threads")
+
+
+if __name__ == "__main__":
+    main()
