@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import ClassSupervised
 from metarun.atomic import atomic_write_text
+from metarun.config_types import check_config, check_group
 from metarun.continuing import (
     check_same_member,
     read_complete_summary,
@@ -41,6 +42,7 @@ from metarun.hardware import Runtime
 from metarun.pretrained import PretrainedSource, freeze_encoder, load_encoder, read_source
 from metarun.pretrained import check_settings as check_pretrained
 from metarun.provenance import git_state, package_versions
+from metarun.shape_checks import check_count, check_shapes
 from metarun.tracking.console import NullReporter, make_reporter
 from metarun.tracking.figure_files import FigureFiles
 from metarun.tracking.logger import Logger, LoggerGroup, RunIdentity
@@ -74,8 +76,10 @@ def build(cfg: DictConfig, key: str, **runtime_args: Any) -> Any:
 
     Groups whose objects need other built objects (model, algorithm, optimizer, scheduler,
     logger) are partial in YAML; ``runtime_args`` supplies those objects here, in Python, so
-    Hydra never converts them to configs.
+    Hydra never converts them to configs. Values are checked against the constructor's
+    annotations first (``metarun.config_types``), so a wrong type names its key.
     """
+    check_group(cfg, key)
     try:
         made = instantiate(cfg[key])
         return made(**runtime_args) if runtime_args else made
@@ -131,8 +135,7 @@ def build_optimisers(cfg: DictConfig, learner: torch.nn.Module) -> Optimisers:
 
 def check_evaluation(cfg: DictConfig) -> None:
     for key in ("val_episodes", "test_episodes", "batch_size"):
-        if not cfg.eval[key] >= 1:
-            raise ConfigError(f"eval.{key}", f"must be at least 1, got {cfg.eval[key]}")
+        check_count(f"eval.{key}", cfg.eval[key], 1)
 
 
 def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str, str]:
@@ -335,7 +338,9 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         return done["best_val"]["score"]
 
     check_evaluation(cfg)
-    check_pretrained(cfg)  # before any data loads
+    check_shapes(resolved)  # before any data loads: shapes, then every group's types
+    check_config(cfg)
+    check_pretrained(cfg)
     source = read_source(cfg) if resumed is None else None  # a resumed run has its weights
     torch.manual_seed(cfg.seed)
     with runtime.main_first():  # one process downloads and caches the data
