@@ -47,6 +47,7 @@ GROUPS = (
     "logger",
     "experiment",
     "search",
+    "debug",
 )
 # Hydra plugins behind config groups, with the extra that installs each.
 PLUGINS = {

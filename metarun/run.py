@@ -34,7 +34,12 @@ from metarun.continuing import (
     stable_run_id,
     warn_about_changes,
 )
-from metarun.data.episodes import EpisodeSpec, FixedEpisodes, TaskSampler
+from metarun.data.episodes import (
+    EpisodeSpec,
+    FixedEpisodes,
+    FixedTrainingEpisodes,
+    TaskSampler,
+)
 from metarun.data.task import TaskSpec
 from metarun.envs.data_sets import TrialData
 from metarun.errors import ConfigError, MetarunError
@@ -295,6 +300,23 @@ def task_sets(
     return sampler, val, test
 
 
+def overfit_sets(
+    cfg: DictConfig, sampler: TaskSampler, val: FixedEpisodes, is_main: bool
+) -> tuple[TaskSampler, FixedEpisodes]:
+    """``debug.overfit_episodes: N`` (``debug=overfit``): train on N training episodes drawn
+    once from ``seed`` and validate on those very episodes, a learner's first sanity check. The
+    test set stays the real one, so the summary shows the gap. Otherwise the sets as given."""
+    count = (cfg.get("debug") or {}).get("overfit_episodes")
+    if count is None:
+        return sampler, val
+    fixed = FixedTrainingEpisodes(sampler, count, cfg.seed)
+    if is_main:
+        log.info(
+            "overfitting %d fixed training episodes: validated on them, tested as usual", count
+        )
+    return fixed, FixedEpisodes(fixed, count, cfg.eval.seed)
+
+
 def start_encoder(
     cfg: DictConfig,
     learner: Any,
@@ -351,6 +373,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     pretrained = start_encoder(cfg, learner, source, resumed, runtime.is_main)
     runtime.place(learner)
     sampler, val_episodes, test_episodes = task_sets(cfg, data, learner, runtime)
+    sampler, val_episodes = overfit_sets(cfg, sampler, val_episodes, runtime.is_main)
 
     check_learning_rate(cfg)
     trains = any(p.requires_grad for p in learner.parameters())
