@@ -30,9 +30,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from metarun import distributed, launch
+from metarun.config_types import check_config
 from metarun.errors import MetarunError
 from metarun.resume import override_key, resume_run_dir, run_dir_to_resume
 from metarun.run import RunContext, check_objective, check_pairing, record_failure, run
+from metarun.shape_checks import check_shapes
 from metarun.training.preemption import Preempted
 
 CONFIG_DIR = Path(str(files("metarun.configs")))
@@ -45,6 +47,7 @@ GROUPS = (
     "logger",
     "experiment",
     "search",
+    "debug",
 )
 # Hydra plugins behind config groups, with the extra that installs each.
 PLUGINS = {
@@ -172,7 +175,10 @@ def preflight(argv: list[str]) -> DictConfig | None:
             with open_dict(cfg):
                 hydra_cfg = cfg.pop("hydra")
             check_pairing(cfg)  # before resolving: another family's keys may not interpolate
-            OmegaConf.to_container(cfg, resolve=True)
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            if runs_jobs(args):  # types and episode shapes: a sweep fails before any member
+                check_shapes(resolved)  # first: a shape's message gives its valid range
+                check_config(cfg)
             if args.multirun:
                 check_sweep_direction(hydra_cfg, cfg)
     except MetarunError as error:

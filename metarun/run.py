@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import ClassSupervised
 from metarun.atomic import atomic_write_text
+from metarun.config_types import check_config, check_group
 from metarun.continuing import (
     check_same_member,
     read_complete_summary,
@@ -34,7 +35,12 @@ from metarun.continuing import (
     stable_run_id,
     warn_about_changes,
 )
-from metarun.data.episodes import EpisodeSpec, FixedEpisodes, TaskSampler
+from metarun.data.episodes import (
+    EpisodeSpec,
+    FixedEpisodes,
+    FixedTrainingEpisodes,
+    TaskSampler,
+)
 from metarun.data.task import TaskSpec
 from metarun.envs.data_sets import TrialData
 from metarun.errors import ConfigError, MetarunError
@@ -42,6 +48,7 @@ from metarun.hardware import Runtime
 from metarun.pretrained import PretrainedSource, freeze_encoder, load_encoder, read_source
 from metarun.pretrained import check_settings as check_pretrained
 from metarun.provenance import git_state, package_versions
+from metarun.shape_checks import check_count, check_shapes
 from metarun.tracking.console import NullReporter, make_reporter
 from metarun.tracking.figure_files import FigureFiles
 from metarun.tracking.logger import Logger, LoggerGroup, RunIdentity, swept_values
@@ -77,8 +84,10 @@ def build(cfg: DictConfig, key: str, **runtime_args: Any) -> Any:
 
     Groups whose objects need other built objects (model, algorithm, optimizer, scheduler,
     logger) are partial in YAML; ``runtime_args`` supplies those objects here, in Python, so
-    Hydra never converts them to configs.
+    Hydra never converts them to configs. Values are checked against the constructor's
+    annotations first (``metarun.config_types``), so a wrong type names its key.
     """
+    check_group(cfg, key)
     try:
         made = instantiate(cfg[key])
         return made(**runtime_args) if runtime_args else made
@@ -134,8 +143,7 @@ def build_optimisers(cfg: DictConfig, learner: torch.nn.Module) -> Optimisers:
 
 def check_evaluation(cfg: DictConfig) -> None:
     for key in ("val_episodes", "test_episodes", "batch_size"):
-        if not cfg.eval[key] >= 1:
-            raise ConfigError(f"eval.{key}", f"must be at least 1, got {cfg.eval[key]}")
+        check_count(f"eval.{key}", cfg.eval[key], 1)
 
 
 def training_keys(train: EpisodeSpec, evaluation: EpisodeSpec) -> tuple[str, str, str]:
@@ -331,6 +339,23 @@ def validation_rows(
     return write
 
 
+def overfit_sets(
+    cfg: DictConfig, sampler: TaskSampler, val: FixedEpisodes, is_main: bool
+) -> tuple[TaskSampler, FixedEpisodes]:
+    """``debug.overfit_episodes: N`` (``debug=overfit``): train on N training episodes drawn
+    once from ``seed`` and validate on those very episodes, a learner's first sanity check. The
+    test set stays the real one, so the summary shows the gap. Otherwise the sets as given."""
+    count = (cfg.get("debug") or {}).get("overfit_episodes")
+    if count is None:
+        return sampler, val
+    fixed = FixedTrainingEpisodes(sampler, count, cfg.seed)
+    if is_main:
+        log.info(
+            "overfitting %d fixed training episodes: validated on them, tested as usual", count
+        )
+    return fixed, FixedEpisodes(fixed, count, cfg.eval.seed)
+
+
 def start_encoder(
     cfg: DictConfig,
     learner: Any,
@@ -374,7 +399,9 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
         return done["best_val"]["score"]
 
     check_evaluation(cfg)
-    check_pretrained(cfg)  # before any data loads
+    check_shapes(resolved)  # before any data loads: shapes, then every group's types
+    check_config(cfg)
+    check_pretrained(cfg)
     source = read_source(cfg) if resumed is None else None  # a resumed run has its weights
     torch.manual_seed(cfg.seed)
     with runtime.main_first():  # one process downloads and caches the data
@@ -385,6 +412,7 @@ def run(cfg: DictConfig, context: RunContext) -> float | None:
     pretrained = start_encoder(cfg, learner, source, resumed, runtime.is_main)
     runtime.place(learner)
     sampler, val_episodes, test_episodes = task_sets(cfg, data, learner, runtime)
+    sampler, val_episodes = overfit_sets(cfg, sampler, val_episodes, runtime.is_main)
 
     check_learning_rate(cfg)
     trains = any(p.requires_grad for p in learner.parameters())

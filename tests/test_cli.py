@@ -10,6 +10,7 @@ import pytest
 import yaml
 from cli_helpers import metarun, one_line_error
 
+from metarun.tracking.metrics_file import read_metrics
 from metarun.training.checkpoint import load_checkpoint
 
 FINAL_LINE = re.compile(r"^test acc \d+\.\d ± \d+\.\d \(95% CI, 6 episodes\)$")
@@ -200,3 +201,29 @@ def test_corrupt_checkpoint(tmp_path, tiny_overrides) -> None:
     assert "last.pt is unreadable" in line
     missing = one_line_error(metarun(f"resume={tmp_path / 'nope'}", cwd=tmp_path))
     assert "holds no checkpoints/last.pt" in missing
+
+
+def test_the_debug_presets_run_end_to_end(tmp_path, tiny_overrides) -> None:
+    """debug=fast: one step of everything; debug=overfit: ProtoNet's loss on 4 repeated
+    training episodes falls to near zero (on fresh episodes it stays near 0.5 here, measured),
+    validated on those very episodes, tested on the real test split. One sweep, one process."""
+    shared = [o for o in tiny_overrides("protonet") if not o.startswith(("trainer.", "eval."))]
+    done = metarun("-m", "debug=fast,overfit", *shared, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    fast, overfit = (json.loads((sweep / m / "summary.json").read_text()) for m in ("0", "1"))
+    assert fast["steps"] == 1 and fast["test"]["episodes"] == 1
+    assert overfit["steps"] == 300 and overfit["best_val"]["score"] == 100.0
+    assert overfit["test"]["episodes"] == 100 and overfit["test"]["mean"] < 90  # the gap
+    losses = [
+        r["train/loss"] for r in read_metrics(sweep / "1" / "metrics.jsonl") if "train/loss" in r
+    ]
+    assert sum(losses[-5:]) / 5 < 0.02, losses[-5:]
+
+
+def test_a_one_way_episode_fails_before_hydra_runs(tmp_path) -> None:
+    line = one_line_error(metarun("dataset.ways=1", cwd=tmp_path))
+    assert line == (
+        "metarun: error: dataset.ways: must be at least 2 (a 1-way episode is always right), got 1"
+    )
+    assert not (tmp_path / "outputs").exists()

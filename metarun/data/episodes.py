@@ -457,3 +457,39 @@ class FixedEpisodes:
         plan = self.plan[part]
         for start in range(0, len(plan), batch_size):
             yield self.sampler.gather(plan[start : start + batch_size])
+
+
+class FixedTrainingEpisodes:
+    """A training sampler that only ever gives the same ``count`` episodes (``debug=overfit``).
+
+    The plan is drawn once from ``seed``; each ``draw`` returns its rows cycled to the requested
+    count from a start the generator picks (so the stream stays a function of the training
+    seed, and resuming continues it). ``gather`` and everything else is the wrapped sampler's:
+    augmentation choices are part of a plan, so an episode repeats exactly. A learner that cannot
+    drive its loss on these towards zero cannot learn at all.
+    """
+
+    def __init__(self, sampler: TaskSampler, count: int, seed: int) -> None:
+        if count < 1:
+            raise ValueError(f"need at least one episode, got {count}")
+        self.sampler = sampler
+        self.plan = sampler.draw(count, torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getattr__(self, name: str) -> object:  # spec, split, device, ...: the sampler's
+        if name in ("sampler", "plan"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.sampler, name)
+
+    def draw(self, count: int, generator: torch.Generator) -> Tensor:
+        start = int(torch.randint(len(self.plan), (1,), generator=generator))
+        return self.plan[(start + torch.arange(count)) % len(self.plan)]
+
+    def gather(self, plan: Tensor) -> EpisodeBatch | EpisodeList:
+        return self.sampler.gather(plan)
+
+    def to(self, device: torch.device | str) -> FixedTrainingEpisodes:
+        self.sampler = self.sampler.to(device)
+        return self

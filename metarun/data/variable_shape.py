@@ -51,7 +51,7 @@ class VariableShape:
         if self.min_ways < 2:
             raise ConfigError(
                 "dataset.variable.min_ways",
-                f"a {self.min_ways}-way episode measures nothing; use at least 2",
+                f"must be at least 2 (a 1-way episode is always right), got {self.min_ways}",
             )
         if self.max_ways < self.min_ways:
             raise ConfigError(

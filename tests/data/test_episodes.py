@@ -11,6 +11,7 @@ from metarun.data.episodes import (
     EpisodeSampler,
     EpisodeSpec,
     FixedEpisodes,
+    FixedTrainingEpisodes,
     check_episode_fits,
     sample,
 )
@@ -360,3 +361,18 @@ def test_episode_spec_replace_keeps_unset_fields() -> None:
     spec = EpisodeSpec(5, 1, 15)
     assert spec.replace(shots=5, ways=None) == EpisodeSpec(5, 5, 15)
     assert spec == EpisodeSpec(5, 1, 15)
+
+
+def test_fixed_training_episodes_repeat_a_few_plan_rows_in_every_draw() -> None:
+    sampler = EpisodeSampler(tagged_classes([10] * 9), EpisodeSpec(5, 1, 4), DECODE)
+    fixed = FixedTrainingEpisodes(sampler, 3, seed=2)
+    assert len(fixed) == 3 and fixed.spec == sampler.spec  # the rest is the sampler's
+    generator = gen(0)
+    drawn = [fixed.draw(count, generator) for count in (1, 2, 7, 7)]
+    rows = {tuple(row.flatten().tolist()) for plan in drawn for row in plan}
+    assert rows == {tuple(row.flatten().tolist()) for row in fixed.plan}
+    assert torch.equal(drawn[2][:3], drawn[2][3:6])  # cycled to the count
+    again = FixedTrainingEpisodes(sampler, 3, seed=2)  # a function of the seeds alone
+    assert torch.equal(again.draw(7, gen(0)), fixed.draw(7, gen(0)))
+    batch = fixed.gather(drawn[2])
+    assert torch.equal(batch.query_x[0], batch.query_x[3])
