@@ -37,11 +37,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from metarun.api import rebuild
 from metarun.atomic import atomic_write_text
+from metarun.config_types import check_config
 from metarun.continuing import read_complete_summary, stable_run_id
 from metarun.errors import ConfigError, MetarunError
 from metarun.hardware import Runtime
 from metarun.provenance import git_state, package_versions
 from metarun.run import EVALUATION_SEED_OFFSET, build, check_evaluation, config_hash, fixed_episodes
+from metarun.shape_checks import check_shapes
 from metarun.tracking.logger import RunIdentity, swept_values
 from metarun.training.checkpoint import load_checkpoint
 from metarun.training.episode_records import EPISODES_CSV, episode_table
@@ -211,6 +213,8 @@ def retest(request: Request) -> tuple[EvalResult, Path]:
     state = load_checkpoint(path)
     cfg = retest_config(state, request)
     check_evaluation(cfg)
+    check_shapes(OmegaConf.to_container(cfg, resolve=True))  # before any data loads
+    check_config(cfg)
     out = output_dir(request)
     split = request.split
     count = cfg.eval.val_episodes if split == "val" else cfg.eval.test_episodes

@@ -87,6 +87,8 @@ def test_a_retest_changes_the_episodes_it_is_asked_to(maml_run, tmp_path) -> Non
         ("dataset.wayz=2", "dataset.wayz: is not a key of the re-tested run's config"),
         ("dataset.ways=5", "dataset.ways: asks for 5-way episodes, but the learner's head has 3"),
         ("split=training", "split: must be one of test, val, train"),
+        ("dataset.ways=1", "dataset.ways: must be at least 2"),
+        ("eval.batch_size=abc", "eval.batch_size: must be"),
         ("dataset=omniglott", "dataset: unknown 'omniglott'; valid:"),
     ],
 )
