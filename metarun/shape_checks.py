@@ -46,6 +46,8 @@ def check_shapes(resolved: dict[str, Any]) -> None:
     if dataset.get("variable") not in (None, False):
         VariableShape.of(dataset["variable"])  # its caps, e.g. min_ways of at least 2
     drawings = dataset.get("drawings")  # kanji: known before rendering
+    if drawings is not None:
+        check_count("dataset.drawings", drawings, 1)
     if isinstance(drawings, int) and not dataset.get("variable"):
         shots, queries = dataset.get("shots"), dataset.get("queries")
         if isinstance(shots, int) and isinstance(queries, int) and shots + queries > drawings:

@@ -169,6 +169,9 @@ def test_a_sweep_member_offline_run_carries_group_name_config_and_artifact(
     assert final["test/acc_ci95"] == pytest.approx(summary["test"]["ci95"])
     assert final["perf/episodes_per_s"] == pytest.approx(summary["episodes_per_s"])
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    tables = [a for a in artifacts if a.type == "run_table"]  # test/episodes, one row each
+    assert len(tables) == 1 and "testepisodes" in tables[0].name
+    artifacts = [a for a in artifacts if a.type != "run_table"]
     assert [(a.name, a.type) for a in artifacts] == [(f"model-{run_id}", "model")]
     metadata = json.loads(artifacts[0].metadata)
     assert metadata["test/acc"] == pytest.approx(summary["test"]["mean"])
