@@ -15,10 +15,12 @@ learner is transductive. The last query is the one to hold fixed because a seque
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from metarun.algorithms.base import MetaLearner
-from metarun.data.episodes import EpisodeBatch, FixedEpisodes, one_at_a_time
+from metarun.data.episodes import FixedEpisodes, one_at_a_time
 from metarun.data.task import TaskSpec
 
 INDUCTIVE, TRANSDUCTIVE = "inductive", "transductive"
@@ -42,10 +44,7 @@ def inference_kind(
         held = learner.predict(first)[:, -1].float()
         others = first.query_x.clone()
         others[:, :-1] = 2 * others[:, :-1] + 1
-        varied = EpisodeBatch(
-            first.support_x, first.support_y, others, first.query_y, first.ways, first.classes
-        )
-        moved = learner.predict(varied)[:, -1].float()
+        moved = learner.predict(dataclasses.replace(first, query_x=others))[:, -1].float()
     finally:
         learner.train(was_training)
     change = (moved - held).abs().max()
