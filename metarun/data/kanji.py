@@ -4,7 +4,10 @@ KanjiVG (Ulrich Apel and contributors, https://kanjivg.tagaini.net, CC BY-SA 3.0
 about 6,400 CJK characters as SVG strokes; the ``kanjivg`` package on PyPI ships them, so this
 data set needs no download. Each character is a class, drawn ``drawings`` times (20, like
 Omniglot's 20 drawers) by ``metarun.data.strokes``: every drawing its own random hand, the same
-bytes for the same seed on every machine. The radical KanjiVG marks is the character's group,
+bytes for the same seed on every machine. Hands vary as ``renderer`` says: ``handwriting``
+(``metarun.data.handwriting``: BPL's motor noise with spreads fitted to Omniglot's drawers, at
+their size and pen width) or ``classic`` (``strokes.Distortion``: the renderer before it,
+kept so old results can be reproduced). The radical KanjiVG marks is the character's group,
 the alphabet of this benchmark (``within_group`` episodes), and the train/val/test split
 ships as ``splits/kanji.json``: whole radicals per split (64/16/20% of the characters), as
 Lake et al. hold out whole alphabets (``scripts/make_kanji_split.py`` wrote it).
@@ -22,7 +25,7 @@ import os
 import xml.etree.ElementTree as ET
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, distribution
 from importlib.resources import files
 from pathlib import Path
@@ -34,14 +37,17 @@ from PIL import Image
 
 from metarun.data.cache import cache_key, cached
 from metarun.data.episodes import ClassImages
+from metarun.data.handwriting import Handwriting
 from metarun.data.image_dataset import SPLITS, ImageDataset, Split
 from metarun.data.images import ImageFormat
-from metarun.data.strokes import Distortion, Glyph, Hand, Stroke, parse_path, render
+from metarun.data.strokes import Distortion, Hand, Stroke, Style, parse_path, render
 from metarun.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 RENDERER_VERSION = 1  # bump when a change to strokes.py changes what a drawing looks like
+HANDWRITING_VERSION = 1  # bump when a change to handwriting.py changes what a drawing looks like
+RENDERERS = {"handwriting": Handwriting, "classic": Distortion}
 _SVG = "{http://www.w3.org/2000/svg}"
 _CHUNK = 32  # characters per rendering task
 
@@ -65,6 +71,12 @@ def glyph_files() -> dict[str, Path]:
     if not found:
         raise DataError(f"the kanjivg package has no SVG files in {folder}; reinstall kanjivg")
     return found
+
+
+@cache
+def stroke_count(code: str) -> int:
+    """How many strokes KanjiVG draws the character with (its ``<path>`` elements)."""
+    return glyph_files()[code].read_text("utf-8").count("<path ")
 
 
 def is_ideograph(code: str) -> bool:
@@ -91,7 +103,7 @@ def render_characters(
     seed: int,
     drawings: int,
     size: int,
-    distortion: Distortion,
+    style: Style,
 ) -> np.ndarray:
     """``[len(codes) * drawings, size, size]`` uint8 drawings, character by character.
 
@@ -100,8 +112,8 @@ def render_characters(
     """
     out = np.empty((len(codes) * drawings, size, size), dtype=np.uint8)
     for i, (svg, code) in enumerate(zip(svgs, codes, strict=True)):
-        glyph = Glyph(read_strokes(svg))
-        bitmaps = render(glyph, Hand(seed, code), drawings, distortion)
+        glyph = style.glyph(read_strokes(svg))
+        bitmaps = render(glyph, Hand(seed, code), drawings, style)
         for k, bitmap in enumerate(bitmaps):
             image = Image.fromarray(bitmap, mode="L")
             if size != bitmap.shape[0]:
@@ -115,14 +127,14 @@ def render_all(
     seed: int,
     drawings: int,
     size: int,
-    distortion: Distortion,
+    style: Style,
     workers: int,
 ) -> np.ndarray:
     """Every character's drawings, in ``codes`` order, rendered by ``workers`` processes."""
     svgs = [glyph_files()[code] for code in codes]
     chunks = [slice(start, start + _CHUNK) for start in range(0, len(codes), _CHUNK)]
     if workers <= 1 or len(chunks) == 1:
-        return render_characters(svgs, codes, seed, drawings, size, distortion)
+        return render_characters(svgs, codes, seed, drawings, size, style)
     # Forked where possible: spawning would re-run the user's script in every worker. The
     # workers use only NumPy and PIL, none of the parent's threads (PyTorch's pool).
     methods = multiprocessing.get_all_start_methods()
@@ -132,7 +144,7 @@ def render_all(
             render_characters,
             [svgs[c] for c in chunks],
             [codes[c] for c in chunks],
-            *([value] * len(chunks) for value in (seed, drawings, size, distortion)),
+            *([value] * len(chunks) for value in (seed, drawings, size, style)),
         )
         return np.concatenate(list(parts))
 
@@ -148,22 +160,45 @@ def spread(items: list[str], limit: int | None) -> list[str]:
     return [items[round(i * (len(items) - 1) / max(1, limit - 1))] for i in range(limit)]
 
 
-def distortion_from(value: Any) -> Distortion:
-    """``dataset.distortion``: null for the defaults, or a mapping overriding some of them."""
+def _is_list(value: Any) -> bool:
+    return hasattr(value, "__len__") and not isinstance(value, str | bytes | dict)
+
+
+def style_from(renderer: str, value: Any) -> Style:
+    """``dataset.renderer`` and ``dataset.distortion``: null for the renderer's defaults, or a
+    mapping overriding some of them."""
+    if renderer not in RENDERERS:
+        raise ConfigError(
+            "dataset.renderer", f"must be one of {', '.join(RENDERERS)}, got {renderer!r}"
+        )
+    kind = RENDERERS[renderer]
     if value is None:
-        return Distortion()
+        return kind()
     options = dict(value.items()) if hasattr(value, "items") else None
     if options is None:
         raise ConfigError("dataset.distortion", f"must be a mapping or null, got {value!r}")
-    known = {f.name for f in fields(Distortion)}
+    known = {f.name for f in fields(kind)}
     for key in options:
         if key not in known:
             raise ConfigError(
                 f"dataset.distortion.{key}",
-                f"is not a distortion parameter; valid: {', '.join(sorted(known))}",
+                f"is not a parameter of the {renderer} renderer; valid: {', '.join(sorted(known))}",
             )
-    converted = {k: tuple(v) if not isinstance(v, int | float) else v for k, v in options.items()}
-    return Distortion(**converted)
+    converted = {}
+    for key, item in options.items():
+        numbers = [item] if isinstance(item, int | float) else list(item) if _is_list(item) else []
+        if not numbers or not all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+        ):
+            raise ConfigError(f"dataset.distortion.{key}", f"must be a number, got {item!r}")
+        converted[key] = item if isinstance(item, int | float) else tuple(numbers)
+    try:
+        return kind(**converted)
+    except (ValueError, TypeError) as error:
+        key, _, reason = str(error).partition(": ")
+        if key in known:
+            raise ConfigError(f"dataset.distortion.{key}", reason) from None
+        raise ConfigError("dataset.distortion", str(error)) from None
 
 
 class Kanji(ImageDataset):
@@ -175,6 +210,8 @@ class Kanji(ImageDataset):
         drawings: int = 20,
         image_size: int = 28,
         characters_per_split: int | None = None,
+        max_strokes: int | None = None,
+        renderer: str = "classic",
         distortion: Any = None,
         workers: int | None = None,
         **options: Any,
@@ -187,12 +224,19 @@ class Kanji(ImageDataset):
                 "dataset.characters_per_split",
                 f"must be null (all characters) or at least 1, got {characters_per_split}",
             )
+        if max_strokes is not None and max_strokes < 1:
+            raise ConfigError(
+                "dataset.max_strokes",
+                f"must be null (every character) or at least 1, got {max_strokes}",
+            )
         if workers is not None and workers < 1:
             raise ConfigError("dataset.workers", f"must be null or at least 1, got {workers}")
         self.seed = seed
         self.drawings = drawings
         self.characters_per_split = characters_per_split
-        self.distortion = distortion_from(distortion)
+        self.max_strokes = max_strokes
+        self.renderer = renderer
+        self.style = style_from(renderer, distortion)
         self.workers = workers or min(os.cpu_count() or 1, 8)
 
     def split_names(self) -> dict[Split, list[str]]:
@@ -214,6 +258,7 @@ class Kanji(ImageDataset):
                 for radical, codes in sorted(listing["splits"][split].items())
                 for code in codes
                 if code in available
+                and (self.max_strokes is None or stroke_count(code) <= self.max_strokes)
             ]
             names[split] = spread(every, self.characters_per_split)
         return names
@@ -225,28 +270,31 @@ class Kanji(ImageDataset):
         size = self.image_format.size
         key = cache_key(
             {
-                "renderer": RENDERER_VERSION,
+                # The classic renderer's key is the one it had before there was a choice.
+                "renderer": RENDERER_VERSION
+                if self.renderer == "classic"
+                else f"handwriting-{HANDWRITING_VERSION}",
                 "kanjivg": kanjivg_version(),
                 "seed": self.seed,
                 "drawings": self.drawings,
                 "size": size,
-                "distortion": self.distortion.fingerprint(),
+                "distortion": self.style.fingerprint(),
                 "characters": ordered,
             }
         )
 
         def build() -> dict[str, Any]:
             log.info(
-                "rendering %d kanji x %d drawings at %dx%d with %d processes (once; cached after)",
+                "rendering %d kanji x %d drawings (%s) at %dx%d with %d processes (once; "
+                "cached after)",
                 len(codes),
                 self.drawings,
+                self.renderer,
                 size,
                 size,
                 self.workers,
             )
-            pixels = render_all(
-                codes, self.seed, self.drawings, size, self.distortion, self.workers
-            )
+            pixels = render_all(codes, self.seed, self.drawings, size, self.style, self.workers)
             images = torch.from_numpy(pixels).unsqueeze(1)
             return {
                 "images": images,

@@ -16,6 +16,7 @@ import hashlib
 import math
 import re
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -50,6 +51,17 @@ class Distortion:
 
     def fingerprint(self) -> dict:
         return asdict(self)
+
+    def glyph(self, strokes: list[Stroke]) -> Glyph:
+        return Glyph(strokes)
+
+    def randoms(self, glyph: Glyph) -> int:
+        return glyph.randoms_per_drawing
+
+    def trace(self, glyph: Glyph, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points, widths = distort(glyph, uniforms, self)
+        curve = np.einsum("tk,dtkc->dtc", glyph.sample_weights, points[:, glyph.sample_controls])
+        return curve * (CANVAS / glyph.box), widths[:, glyph.sample_stroke]
 
 
 def parse_path(d: str) -> Stroke:
@@ -224,19 +236,14 @@ def disk(diameter: int) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in span for dx in span if dy * dy + dx * dx <= r * r + 0.5]
 
 
-def render(glyph: Glyph, hand: Hand, count: int, d: Distortion) -> np.ndarray:
-    """``count`` binary 105x105 drawings by one hand's stream, ``[count, 105, 105]`` uint8:
-    black ink on white. Drawing k uses the k-th block of the stream, so it is the same
-    whatever ``count`` is."""
-    uniforms = hand.uniforms(count * glyph.randoms_per_drawing).reshape(count, -1)
-    points, widths = distort(glyph, uniforms, d)
-    # Dense points along every stroke, in pixels, each with its stroke's pen width.
-    curve = np.einsum("tk,dtkc->dtc", glyph.sample_weights, points[:, glyph.sample_controls])
-    pixels = np.round(curve * (CANVAS / glyph.box)).astype(int)  # [D, T, 2] (x, y)
-    pen = widths[:, glyph.sample_stroke]  # [D, T]
+def stamp(pixels: np.ndarray, pen: np.ndarray) -> np.ndarray:
+    """Binary 105x105 drawings ``[D, 105, 105]`` uint8 (black ink on white) from dense points
+    along the strokes, ``pixels`` ``[D, T, 2]`` integer (x, y), each stamped with a round pen
+    of its ``pen`` ``[D, T]`` diameter. No anti-aliasing, as Omniglot's drawings have none."""
+    count = len(pixels)
     drawing = np.repeat(np.arange(count), pixels.shape[1])
     x, y, pen = pixels[..., 0].ravel(), pixels[..., 1].ravel(), pen.ravel()
-    pad = math.ceil(d.width[1] * (1 + d.width_variation) / 2) + 1  # > the largest pen radius
+    pad = math.ceil(int(pen.max(initial=1)) / 2) + 1  # > the largest pen radius
     side = CANVAS + 2 * pad
     inside = (x >= -pad) & (x < CANVAS + pad) & (y >= -pad) & (y < CANVAS + pad)
     ink = np.zeros(count * side * side, dtype=bool)
@@ -254,4 +261,41 @@ def render(glyph: Glyph, hand: Hand, count: int, d: Distortion) -> np.ndarray:
     return np.where(visible, 0, 255).astype(np.uint8)
 
 
-__all__ = ["CANVAS", "Distortion", "Glyph", "Hand", "Stroke", "parse_path", "render"]
+class Style(Protocol):
+    """How hands vary: ``Distortion`` (the classic renderer) or ``handwriting.Handwriting``."""
+
+    def glyph(self, strokes: list[Stroke]) -> Glyph:
+        """The glyph prepared for this style's drawings (sampled densely enough for them)."""
+        ...
+
+    def randoms(self, glyph: Glyph) -> int:
+        """Uniforms one drawing of ``glyph`` consumes."""
+        ...
+
+    def trace(self, glyph: Glyph, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dense points along the strokes ``[D, T, 2]`` in pixels at 105x105 and the pen
+        diameter at each ``[D, T]`` (integer), from ``[D, randoms(glyph)]`` uniforms."""
+        ...
+
+
+def render(glyph: Glyph, hand: Hand, count: int, style: Style) -> np.ndarray:
+    """``count`` binary 105x105 drawings by one hand's stream, ``[count, 105, 105]`` uint8:
+    black ink on white. Drawing k uses the k-th block of the stream, so it is the same
+    whatever ``count`` is."""
+    uniforms = hand.uniforms(count * style.randoms(glyph)).reshape(count, -1)
+    curve, pen = style.trace(glyph, uniforms)
+    return stamp(np.round(curve).astype(int), pen)
+
+
+__all__ = [
+    "CANVAS",
+    "Distortion",
+    "Glyph",
+    "Hand",
+    "Stroke",
+    "Style",
+    "normals",
+    "parse_path",
+    "render",
+    "stamp",
+]

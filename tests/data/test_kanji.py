@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
+from dataclasses import fields
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from metarun.data import kanji as kanji_module
 from metarun.data.episodes import EpisodeSpec
+from metarun.data.handwriting import Handwriting
 from metarun.data.images import ImageFormat
 from metarun.data.kanji import (
     Kanji,
@@ -24,10 +27,12 @@ from metarun.data.kanji import (
     render_all,
     render_characters,
     split_listing,
+    stroke_count,
 )
 from metarun.data.strokes import Distortion, Glyph, Hand, render
 from metarun.errors import ConfigError, DataError
 
+CLASSIC_SHA256 = "f0bff4d66a8e464e7c26702adfc224bd4463aa553ab4b9004874ee89d4cfdcad"
 SMALL = {"characters_per_split": 4, "drawings": 4, "workers": 1}
 
 
@@ -69,6 +74,15 @@ def test_classes_are_radical_slash_code_and_limited_evenly(tmp_path: Path) -> No
     assert names["train"][0] == every[0] and names["train"][-1] == every[-1]
     radical, code = names["train"][1].split("/")
     assert code in listing[radical]
+
+
+def test_max_strokes_keeps_the_simpler_characters(tmp_path: Path) -> None:
+    every = small(tmp_path, characters_per_split=None).split_names()["train"]
+    simple = small(tmp_path, characters_per_split=None, max_strokes=4).split_names()["train"]
+    counts = {name: stroke_count(name.split("/")[1]) for name in every}
+    assert simple == [name for name in every if counts[name] <= 4]  # in the same order
+    assert 50 < len(simple) < 200 and max(counts.values()) > 20
+    assert stroke_count("04e00") == 1 and stroke_count("05b57") == 6  # 一, 字
 
 
 # --------------------------------------------------------------------------- rendering
@@ -124,12 +138,44 @@ def test_cache_is_reused_and_never_stale(tmp_path: Path, monkeypatch: pytest.Mon
         {"seed": 3},
         {"distortion": {"offset": 9.0}},
         {"image_size": 32},
+        {"renderer": "handwriting"},
+        {"renderer": "handwriting", "distortion": {"translation_std": 9.0}},
     ):
         small(tmp_path, **change).classes("train")
-    assert len(calls) == 4  # every other parameter renders anew
+    assert len(calls) == 6  # every other parameter renders anew
     monkeypatch.setattr(kanji_module, "kanjivg_version", lambda: "20990101")
     small(tmp_path).classes("train")
-    assert len(calls) == 5  # another KanjiVG release is another data set
+    assert len(calls) == 7  # another KanjiVG release is another data set
+
+
+def test_every_rendering_parameter_keys_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    styles = []
+
+    def blank(codes, seed, drawings, size, style, workers):  # no drawing: only the key matters
+        styles.append(style)
+        return np.zeros((len(codes) * drawings, size, size), dtype=np.uint8)
+
+    monkeypatch.setattr(kanji_module, "render_all", blank)
+    defaults = Handwriting()
+    changes = [
+        {f.name: tuple(v + 1 for v in value) if isinstance(value, tuple) else value + 0.5}
+        for f in fields(Handwriting)
+        for value in [getattr(defaults, f.name)]
+    ]
+    for change in [{}, *changes, {}]:
+        small(tmp_path, renderer="handwriting", distortion=change).classes("train")
+    assert len(styles) == 1 + len(fields(Handwriting))  # each change renders; defaults once
+    assert styles[0] == defaults and all(s != defaults for s in styles[1:])
+
+
+def test_the_classic_renderer_draws_the_bytes_it_always_drew() -> None:
+    """``dataset.renderer=classic`` reproduces old results: these hashes were taken before the
+    handwriting renderer existed."""
+    codes = [c for c in sorted(glyph_files()) if is_ideograph(c)][:6]
+    drawn = render_all(codes, 0, 2, 28, Distortion(), workers=1)
+    assert hashlib.sha256(drawn.tobytes()).hexdigest() == CLASSIC_SHA256
 
 
 # --------------------------------------------------------------------------- episodes
@@ -158,10 +204,22 @@ def test_within_radical_episodes(tmp_path: Path) -> None:
 def test_bad_settings_name_their_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^dataset\.drawings"):
         small(tmp_path, drawings=0)
-    with pytest.raises(ConfigError, match=r"^dataset\.distortion\.wobble.*valid: anchor_jitter"):
+    with pytest.raises(ConfigError, match=r"^dataset\.distortion\.wobble.*valid: anchor_jit"):
         small(tmp_path, distortion={"wobble": 1})
+    with pytest.raises(ConfigError, match=r"^dataset\.distortion\.wobble.*valid: centre, kn"):
+        small(tmp_path, renderer="handwriting", distortion={"wobble": 1})
+    with pytest.raises(ConfigError, match=r"^dataset\.renderer: must be one of handwriting, cl"):
+        small(tmp_path, renderer="bpl")
+    with pytest.raises(ConfigError, match=r"^dataset\.distortion\.point_std: must be a number at"):
+        small(tmp_path, renderer="handwriting", distortion={"point_std": -1})
+    with pytest.raises(ConfigError, match=r"^dataset\.distortion\.size: must be a number, got 'x"):
+        small(tmp_path, renderer="handwriting", distortion={"size": "x"})
+    with pytest.raises(ConfigError, match=r"^dataset\.distortion\.width: must be at least 1"):
+        small(tmp_path, renderer="handwriting", distortion={"width": 0})
     with pytest.raises(ConfigError, match=r"^dataset\.characters_per_split"):
         small(tmp_path, characters_per_split=0)
+    with pytest.raises(ConfigError, match=r"^dataset\.max_strokes: must be null .* got 0"):
+        small(tmp_path, max_strokes=0)
     with pytest.raises(ConfigError, match=r"^dataset\.shots \+ dataset\.queries"):
         small(tmp_path).sampler("train", EpisodeSpec(3, 2, 3))  # 5 > 4 drawings
 
