@@ -141,7 +141,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--root", default="../shared/data/omniglot")
     parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--test-episodes", type=int, default=200)
-    parser.add_argument("--arms", default="small1,kanji,both,kanji_classic")
+    parser.add_argument("--arms", default="small1,kanji,kanji_classic", help="also: both")
     parser.add_argument("--jobs", type=int, default=2, help="arms trained at once")
     parser.add_argument(
         "--kanji-set",

@@ -18,9 +18,8 @@ these drawings, side by side):
 * per drawing: rotation, log scale, log aspect, shear and translation;
 * the pen: one round pen per drawing (Omniglot's drawing tool had a fixed brush), its width
   Gaussian about the fitted mean. BPL's image model adds blur and pixel flips; Omniglot's
-  images have neither (they are binary stamps of their own trajectories: a fixed disk pen
-  overlaps their ink with IoU 0.93, the rest one-pixel disagreements at the ink's edge), so
-  none is added here.
+  images have neither (they are binary; a fixed disk pen stamped along their own trajectories
+  overlaps their ink with IoU 0.93), so none is added here.
 
 Each spread's zero turns its noise off. Randomness comes from ``strokes.Hand`` uniforms (NumPy's
 raw PCG64 output, stable across versions) through Box-Muller, so a seed gives the same bytes on
