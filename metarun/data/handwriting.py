@@ -1,14 +1,15 @@
 """Drawings that vary the way people's do: the motor noise of Lake et al.'s Bayesian Program
 Learning, with its spreads fitted to the Omniglot drawers.
 
-BPL (Lake, Salakhutdinov & Tenenbaum, Science 2015; ``brendenlake/BPL``, the token model in
-``bottomup/`` and ``classes/MotorProgram.m``) draws a character type as a token by: moving each
-stroke relative to the others (stroke relations), jittering the stroke's control points (motor
-noise), an affine of the whole drawing (global scale and translation), then the ink model (a
-pen of fixed width, blur and pixel noise). Here every noise is a Gaussian whose spread was
-measured between two people drawing the same Omniglot character, on the pen trajectories of
-the Omniglot sample (``scripts/fit_handwriting.py`` measures them and the same statistics of
-these drawings, side by side):
+BPL (Lake, Salakhutdinov & Tenenbaum, Science 2015; ``brendenlake/BPL``: the token model of
+``classes/MotorProgram.m`` and ``classes/classes_relations/``) draws a type as a token by:
+moving each stroke relative to the others (stroke relations), jittering the stroke's control
+points (motor noise), an affine of the whole drawing (global scale and translation), then the
+ink model (a pen of fixed width, blur and pixel noise). Here every noise is a Gaussian whose
+spread was measured (but for the per-point jitter, calibrated) between two people drawing the
+same Omniglot character, on the pen trajectories of the Omniglot sample
+(``scripts/fit_handwriting.py`` measures them and the same statistics of these drawings, side by
+side):
 
 * the glyph is first scaled to the drawers' size (RMS radius of the trajectory about its
   centre) and centred where they drew;
@@ -41,8 +42,10 @@ from metarun.data.strokes import CANVAS, Glyph, Stroke, affines, normals
 class Handwriting:
     """Gaussian spreads of one drawing about the character's glyph, in pixels at 105x105.
 
-    Fitted to the 242 characters x 20 drawers of the Omniglot sample (see the module
-    docstring): each is a drawer-to-drawer standard deviation divided by the square root of 2.
+    Fitted to 40 characters x 20 drawers spread over the Omniglot sample (see the module
+    docstring): each is a drawer-to-drawer standard deviation divided by the square root of 2,
+    except ``point_std`` (calibrated) and ``knot_spacing`` (chosen), which no direct
+    measurement gives.
     """
 
     size: float = 22.4  # RMS radius of the trajectory about its centre, in pixels
@@ -55,9 +58,7 @@ class Handwriting:
     stroke_offset_std: float = 0.62  # stroke relations: where a stroke lies among the others
     stroke_rotation_std_deg: float = 1.7
     stroke_log_scale_std: float = 0.051
-    point_std: float = (
-        1.2  # per control point, per axis (calibrated: see scripts/fit_handwriting.py)
-    )
+    point_std: float = 1.2  # per control point, per axis; calibrated, see the README
     knot_spacing: float = 5.0  # control points at most this far apart along a stroke
     width: float = 5.84  # pen diameter in pixels
     width_std: float = 0.37

@@ -6,8 +6,8 @@ data set needs no download. Each character is a class, drawn ``drawings`` times 
 Omniglot's 20 drawers) by ``metarun.data.strokes``: every drawing its own random hand, the same
 bytes for the same seed on every machine. Hands vary as ``renderer`` says: ``handwriting``
 (``metarun.data.handwriting``: BPL's motor noise with spreads fitted to Omniglot's drawers, at
-their size and pen width) or ``classic`` (``strokes.Distortion``: the renderer before it,
-kept so old results can be reproduced). The radical KanjiVG marks is the character's group,
+their size and pen width) or ``classic`` (``strokes.Distortion``: the renderer before it and
+still the default, so old results reproduce). The radical KanjiVG marks is the character's group,
 the alphabet of this benchmark (``within_group`` episodes), and the train/val/test split
 ships as ``splits/kanji.json``: whole radicals per split (64/16/20% of the characters), as
 Lake et al. hold out whole alphabets (``scripts/make_kanji_split.py`` wrote it).
