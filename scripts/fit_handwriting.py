@@ -47,8 +47,7 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 from metarun.data.handwriting import Handwriting
-from metarun.data.strokes import CANVAS, Distortion, Hand, Style, disk
-from metarun.data.strokes import stamp as stamp_pen
+from metarun.data.strokes import Distortion, Hand, Style, stamp
 
 POINTS = 16  # resampled points per stroke
 MIN_EXTENT = 8.0  # px: strokes smaller than this (dots) get no rotation or scale statistic
@@ -201,14 +200,10 @@ def dense(drawing: list[np.ndarray]) -> list[np.ndarray]:
     return [resample(s, max(2, int(2 * length(s)) + 2)) for s in drawing]
 
 
-def stamp(drawing: list[np.ndarray], diameter: int, shift: tuple[int, int]) -> np.ndarray:
-    ink = np.zeros((CANVAS, CANVAS), dtype=bool)
+def ink_along(drawing: list[np.ndarray], diameter: int, shift: tuple[int, int]) -> np.ndarray:
+    """The ink mask of a ``diameter`` pen stamped along the drawing, moved by ``shift``."""
     points = np.round(np.concatenate(dense(drawing))).astype(int) + np.array(shift)
-    for dy, dx in disk(diameter):
-        x, y = points[:, 0] + dx, points[:, 1] + dy
-        keep = (x >= 0) & (x < CANVAS) & (y >= 0) & (y < CANVAS)
-        ink[y[keep], x[keep]] = True
-    return ink
+    return stamp(points[None], np.full((1, len(points)), diameter)) == 0
 
 
 def pen_fit(drawing: list[np.ndarray], ink: np.ndarray) -> tuple[int, float, float]:
@@ -217,7 +212,7 @@ def pen_fit(drawing: list[np.ndarray], ink: np.ndarray) -> tuple[int, float, flo
     best = (0, -1.0, 1.0)
     for shift in [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]:
         for diameter in range(1, 9):
-            drawn = stamp(drawing, diameter, shift)
+            drawn = ink_along(drawing, diameter, shift)[0]
             iou = (drawn & ink).sum() / max(1, (drawn | ink).sum())
             if iou > best[1]:
                 best = (diameter, iou, (drawn ^ ink).sum() / max(1, ink.sum()))
@@ -255,7 +250,7 @@ def kanji(count: int, style: Style) -> dict[str, list[tuple[list, np.ndarray]]]:
         glyph = style.glyph(read_strokes(glyph_files()[code]))
         uniforms = Hand(0, code).uniforms(20 * style.randoms(glyph)).reshape(20, -1)
         curves, pens = style.trace(glyph, uniforms)
-        inks = stamp_pen(np.round(curves).astype(int), pens) == 0
+        inks = stamp(np.round(curves).astype(int), pens) == 0
         found[code] = [
             (
                 [curves[k][glyph.sample_stroke == s] for s in range(glyph.num_strokes)]

@@ -74,7 +74,7 @@ class Handwriting:
             raise ValueError(f"width: must be at least 1 pixel, got {self.width!r}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith("_std") or f.name.endswith("_std_deg"):
+            if f.name.endswith(("_std", "_std_deg")):
                 if not (value >= 0 and math.isfinite(value)):
                     raise ValueError(f"{f.name}: must be a number at least 0, got {value!r}")
 
